@@ -1,0 +1,1 @@
+"""fmpipe components: one sub-package per pipeline step, plus the shared core."""

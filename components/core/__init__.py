@@ -1,0 +1,1 @@
+"""Shared core: typed config, errors, tracking, lineage, the task interface."""

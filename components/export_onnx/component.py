@@ -1,0 +1,25 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.core.image import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def export_onnx(
+    dataset: Input[Dataset], model: Input[Model], params_json: str, ctx_json: str,
+    onnx_model: Output[Model],
+) -> bool:
+    """Export to ONNX and check parity on the test split; returns whether parity passed."""
+    from pathlib import Path
+
+    from components.core.config import Params
+    from components.core.errors import exit_on_user_error
+    from components.core.tracking import RunContext
+    from components.export_onnx import step
+
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    parity = exit_on_user_error(
+        step.run, Path(dataset.path), Path(model.path), Path(onnx_model.path), params, ctx)
+    onnx_model.metadata.update({"max_abs_logit_diff": parity.max_abs_logit_diff,
+                                "argmax_agreement": parity.argmax_agreement})
+    return parity.passed

@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.core.image import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def finetune(dataset: Input[Dataset], params_json: str, ctx_json: str, model: Output[Model]):
+    """Fine-tune the base checkpoint; the model dir holds safetensors, tokenizer and label map."""
+    from pathlib import Path
+
+    from components.core.config import Params
+    from components.core.errors import exit_on_user_error
+    from components.core.tracking import RunContext
+    from components.finetune import step
+
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    result = exit_on_user_error(step.run, Path(dataset.path), Path(model.path), params, ctx)
+    model.metadata.update({"base_model": params.finetune.base_model,
+                           "val_macro_f1": result.val_macro_f1})

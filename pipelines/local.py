@@ -1,0 +1,64 @@
+"""Run the DAG on this machine with kfp.local (the embedded default orchestrator)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.core.config import Params
+from components.core.tracking import ERROR_TAG, RunContext, finish_pipeline_run, parent_run_id
+
+
+@dataclass
+class RunOutcome:
+    ctx: RunContext
+    succeeded: bool
+    error: str | None = None
+    outputs_dir: Path | None = None
+    parent_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -> RunOutcome:
+    """Run every step as a local subprocess; return what happened (never raises on step failure)."""
+    import kfp.local
+    import mlflow
+
+    from pipelines.dag import training_pipeline
+
+    outputs = work_dir / "outputs"
+    # kfp.local leaks a temp dir per task: keep them in one place we delete afterwards.
+    tmp = work_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    old_tmp = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
+                   raise_on_error=True)
+    error = None
+    try:
+        training_pipeline(source=str(source), params_json=params.to_json(), ctx_json=ctx.to_json())
+    except RuntimeError as exc:
+        error = str(exc)
+    finally:
+        if old_tmp is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmp
+        tempfile.tempdir = None
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    finish_pipeline_run(ctx, "FAILED" if error else "FINISHED")
+    outcome = RunOutcome(ctx=ctx, succeeded=error is None, outputs_dir=outputs)
+    outcome.parent_run_id = parent_run_id(ctx, create=False)
+    if outcome.parent_run_id:
+        run = mlflow.MlflowClient().get_run(outcome.parent_run_id)
+        outcome.metrics, outcome.tags = dict(run.data.metrics), dict(run.data.tags)
+    if error:
+        # The failing step recorded a clear reason on the run; prefer it to kfp's generic text.
+        outcome.error = outcome.tags.get(ERROR_TAG) or error.splitlines()[0]
+    return outcome

@@ -1,0 +1,42 @@
+"""The short report printed at the end of a run."""
+
+from __future__ import annotations
+
+from pipelines.local import RunOutcome
+
+STEP_ORDER = ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote")
+
+
+def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> str:
+    m, t = outcome.metrics, outcome.tags
+    lines = ["", "=" * 64, f"fmpipe run {outcome.ctx.pipeline_run_id[:8]}: "
+             + ("SUCCEEDED" if outcome.succeeded else "FAILED")]
+    if outcome.error:
+        lines.append(f"  stopped: {outcome.error}")
+    if "test_macro_f1" in m:
+        lines.append("  test split                macro-F1   accuracy")
+        lines.append(f"    model                   {m['test_macro_f1']:.4f}     {m['test_accuracy']:.4f}")
+        for name in ("tfidf_logreg", "majority"):
+            key = f"baseline_{name}_macro_f1"
+            if key in m:
+                lines.append(f"    baseline {name:<12}   {m[key]:.4f}")
+        lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}")
+    if "parity_max_abs_logit_diff" in m:
+        lines.append(f"  ONNX parity: max |logit diff| {m['parity_max_abs_logit_diff']:.2e}, "
+                     f"argmax agreement {m['parity_argmax_agreement']:.4f}, "
+                     f"passed: {bool(m.get('parity_passed'))}")
+    version = t.get("fmpipe.model_version")
+    if version:
+        aliases = [k.split(".")[-1] for k, v in t.items() if k.startswith("fmpipe.alias.") and v == version]
+        lines.append(f"  registered: {model_name} version {version}"
+                     + (f", alias: {', '.join(aliases)}" if aliases else " (no alias moved)"))
+    else:
+        lines.append("  registered: nothing (no new model version, no alias moved)")
+    times = [(s, m[f"time_{s}_s"]) for s in STEP_ORDER if f"time_{s}_s" in m]
+    if times:
+        lines.append("  step times: " + ", ".join(f"{s} {sec:.0f}s" for s, sec in times))
+    if outcome.outputs_dir:
+        lines.append(f"  artifacts: {outcome.outputs_dir}")
+    lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
+    lines.append("=" * 64)
+    return "\n".join(lines)
