@@ -53,13 +53,16 @@ def _context(params, root: Path, run_id: str, data_source: str = ""):  # noqa: A
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from components.ingest.ingest import BUILTIN_CORPORA
     from components.ingest.versioning import version_data
     from pipelines.local import run_locally
     from pipelines.summary import format_summary
 
     params, root = _load(args)
     if args.data:
+        # A data set of its own name, so training on another file never overwrites data/<name>.
         params.data.source = args.data
+        params.data.name = args.data if args.data in BUILTIN_CORPORA else Path(args.data).stem
     print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
     version = version_data(params.data.source, params.data.name, root, push=not args.no_push)
     state = "new version" if version.changed else "unchanged"

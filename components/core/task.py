@@ -57,7 +57,11 @@ class TextClassificationTask:
 
     def load_pretrained(self, base_model: str, labels: list[str]) -> tuple[Any, Any]:
         """Return (tokenizer, model) with a fresh classification head for `labels`."""
-        from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+        from transformers import (
+            AutoModelForSequenceClassification,
+            BertConfig,
+            BertForSequenceClassification,
+        )
 
         id2label = dict(enumerate(labels))
         label2id = {name: i for i, name in id2label.items()}

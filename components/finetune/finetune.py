@@ -108,7 +108,9 @@ def finetune(
     history: list[dict[str, float]] = []
     step, seen, running, last_loss = 0, 0, 0.0, float("nan")
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="finetune", unit="step", mininterval=2.0)
+    # A live bar on a terminal; plain progress lines when the output is a log (kfp.local, CI).
+    bar = tqdm(total=total_steps, desc="finetune", unit="step", mininterval=2.0, disable=None)
+    last_note = started
     while step < total_steps:
         for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
             batch = task.collate(tokenizer, [ids[i] for i in batch_idx])
@@ -132,6 +134,12 @@ def finetune(
                 history.append({"step": step, **point})
                 log(point, step)
                 bar.set_postfix(loss=f"{last_loss:.3f}")
+            if bar.disable and time.perf_counter() - last_note > 20:
+                last_note = time.perf_counter()
+                rate = step / (last_note - started)
+                print(f"[fmpipe] finetune step {step}/{total_steps}, loss {last_loss:.3f}, "
+                      f"{seen / (last_note - started):.0f} samples/s, "
+                      f"eta {(total_steps - step) / rate:.0f}s", flush=True)
             if step >= total_steps:
                 break
     bar.close()

@@ -166,7 +166,7 @@ def split(frame: pd.DataFrame, cfg: IngestConfig, source: str) -> dict[str, pd.D
                                      stratify=rest[LABEL], random_state=cfg.seed)
     except ValueError as exc:
         raise DataError(source, LABEL, "stratified_split", str(exc)) from None
-    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, val, test))}
+    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, val, test), strict=True)}
 
 
 def write_splits(out_dir: Path, splits: dict[str, pd.DataFrame]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, step_run
-from components.ingest.ingest import read_splits
+from components.ingest.ingest import LABEL, TEXT, read_splits
 from components.validate_data.validate import (
     ValidationReport,
     raise_on_failure,
@@ -29,5 +29,6 @@ def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> Va
         track.artifact(report_dir, "validation")
         track.metrics({"checks": len(report.checks), "failed_errors": len(report.failures),
                        "failed_warnings": len(report.warnings)})
-        raise_on_failure(report, ctx.data_source or str(data_dir))
+        raise_on_failure(report, ctx.data_source or str(data_dir),
+                         {TEXT: params.data.text_column, LABEL: params.data.label_column})
     return report

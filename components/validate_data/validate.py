@@ -123,13 +123,19 @@ def validate_splits(splits: dict[str, pd.DataFrame], cfg: ValidateConfig) -> Val
     return report
 
 
-def raise_on_failure(report: ValidationReport, source: str) -> None:
-    """Stop the run with one message naming the file, the column and the rule of the first failure."""
+def raise_on_failure(
+    report: ValidationReport, source: str, column_names: dict[str, str] | None = None
+) -> None:
+    """Stop the run with one message naming the file, the column and the rule of the first failure.
+
+    column_names maps the pipeline's canonical names back to the user's (label -> sentiment).
+    """
     if report.success:
         return
     first = report.failures[0]
+    column = (column_names or {}).get(first.column, first.column) if first.column else None
     more = f" (+{len(report.failures) - 1} more failed check(s))" if len(report.failures) > 1 else ""
-    raise DataError(f"{source} [{first.table}]", first.column, first.rule, first.detail + more)
+    raise DataError(f"{source} [{first.table}]", column, first.rule, first.detail + more)
 
 
 def render_html(report: ValidationReport, title: str) -> str:

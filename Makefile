@@ -1,0 +1,49 @@
+# fmpipe: `make run` (the main job) and `make test` set up .venv on first use, then reuse it.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fmpipe-installed
+
+# Nothing phones home (MLflow telemetry, DVC analytics, the Hugging Face hub).
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: setup run test test-fast lint bench compile golden clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# Re-installs only when pyproject.toml or the lock file changed (idempotent, quick otherwise).
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies
+
+run: setup  ## the main job: the full pipeline on the embedded defaults
+	$(VENV)/bin/fmpipe run
+
+test: setup  ## the test suite (unit, component, kfp.local end to end)
+	$(VENV)/bin/pytest -q
+
+test-fast: setup  ## unit tests only
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check .
+
+bench: setup  ## every benchmark under bench/ (each ends with one JSON line)
+	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+compile: setup  ## write the KFP IR YAML
+	$(VENV)/bin/fmpipe compile
+
+golden: setup  ## refresh the golden compiled pipeline after an intended DAG change
+	$(VENV)/bin/fmpipe compile -o tests/golden/training_pipeline.yaml
+
+clean:  ## remove run outputs (keeps .venv, the MLflow store and DVC data)
+	rm -rf .fmpipe artifacts local_outputs

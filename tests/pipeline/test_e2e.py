@@ -1,0 +1,93 @@
+"""The whole DAG under kfp.local through the CLI, in a fresh project, on tiny real data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from components.registry.registry import current_alias_version
+from tests.conftest import TINY_OVERRIDES, make_project
+
+MODEL = "fmpipe-text-classifier"
+
+
+def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_csv):
+    root = make_project(tmp_path_factory.mktemp("e2e") / "proj", TINY_OVERRIDES)
+    (root / "tweets.csv").write_bytes(tiny_csv.read_bytes())
+    mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def good_run(project):
+    return fmpipe(project, "run", "--data", "tweets.csv")
+
+
+def test_pipeline_registers_and_stages_a_new_version(project, good_run):
+    assert good_run.returncode == 0, good_run.stdout[-3000:] + good_run.stderr[-3000:]
+    assert "SUCCEEDED" in good_run.stdout
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    assert len(versions) == 1
+    assert current_alias_version(MODEL, "staging") == versions[0].version
+    tags = versions[0].tags
+    for key in ("fmpipe.data_md5", "fmpipe.git_commit", "fmpipe.params_digest",
+                "fmpipe.pipeline_run_id", "fmpipe.base_model"):
+        assert tags.get(key), f"lineage tag {key} missing"
+    assert tags["fmpipe.blessed"] == "true" and tags["fmpipe.parity_passed"] == "true"
+    assert "alias: staging" in good_run.stdout
+
+
+def test_data_is_versioned_with_dvc(project, good_run):
+    assert (project / "data" / "tweets.csv.dvc").exists()
+    assert any((project / ".dvc-storage").rglob("*")), "data was not pushed to the DVC remote"
+
+
+def test_every_step_recorded_its_time_in_mlflow(good_run):
+    parent = mlflow.search_runs(experiment_names=["fmpipe"],
+                                filter_string="tags.`fmpipe.kind` = 'pipeline'")
+    assert len(parent) == 1 and parent.iloc[0]["status"] == "FINISHED"
+    for step in ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register",
+                 "promote"):
+        assert parent.iloc[0][f"metrics.time_{step}_s"] >= 0
+
+
+def test_bad_data_stops_at_validation_and_registers_nothing(project, good_run):
+    staged_before = current_alias_version(MODEL, "staging")
+    lines = (project / "tweets.csv").read_bytes().splitlines(keepends=True)
+    # An unknown label in a few rows: readable, but breaks the declared label set.
+    bad = [lines[0], *lines[1:200], *[b"angry,0.9,this row has a label nobody declared %d\r\n" % i
+                                      for i in range(5)]]
+    (project / "bad.csv").write_bytes(b"".join(bad))
+    result = fmpipe(project, "run", "--data", "bad.csv")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fmpipe: error: validate_data: data/bad.csv")
+    assert "column 'sentiment'" in last and "expect_column_values_to_be_in_set" in last
+    assert "Traceback" not in last
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
+    assert current_alias_version(MODEL, "staging") == staged_before
+    failed = mlflow.search_runs(experiment_names=["fmpipe"],
+                                filter_string="tags.`fmpipe.failed_step` = 'validate_data'")
+    assert len(failed) == 1 and failed.iloc[0]["status"] == "FAILED"
+
+
+def test_user_mistakes_print_one_line(project):
+    missing = fmpipe(project, "run", "--data", "does-not-exist.csv")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        "fmpipe: error: does-not-exist.csv: table: rule 'file_exists' failed: no such file"]
+    bad_param = fmpipe(project, "run", "-S", "finetune.epochs=zero")
+    assert bad_param.returncode == 1
+    assert len(bad_param.stderr.strip().splitlines()) == 1
+    assert "finetune.epochs='zero'" in bad_param.stderr

@@ -1,0 +1,50 @@
+import pytest
+
+from components.core.config import apply_overrides, load_params, parse_params
+from components.core.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_repo_params_load_and_mirror_every_step():
+    params = load_params(REPO / "params.yaml")
+    assert params.validate_data.labels == ["negative", "neutral", "positive"]
+    assert params.finetune.base_model == "minilm"
+    assert params.registry.promote_alias == "staging"
+
+
+def test_overrides_are_coerced_like_yaml():
+    raw = apply_overrides({"finetune": {"epochs": 1}}, [
+        "finetune.epochs=3", "finetune.bf16=false", "validate_data.labels=[a, b]", "x.y=hello"])
+    assert raw["finetune"] == {"epochs": 3, "bf16": False}
+    assert raw["validate_data"]["labels"] == ["a", "b"]
+    assert raw["x"]["y"] == "hello"
+
+
+def test_override_without_equals_is_a_clear_error():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["finetune.epochs"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("finetune.epochs=0", r"finetune\.epochs=0: Input should be greater than or equal to 1"),
+        ("finetune.epoch=2", r"finetune\.epoch: unknown setting \(check the spelling"),
+        ("ingest.test_fraction=0.9", r"ingest\.test_fraction=0\.9: Input should be less than 0\.5"),
+        ("validate_data.min_rows=100000000", "min_rows must be <= max_rows"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_fix(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_params(REPO / "params.yaml", [override])
+
+
+def test_missing_labels_is_reported():
+    with pytest.raises(ConfigError, match="validate_data: required setting is missing"):
+        parse_params({})
+
+
+def test_params_round_trip_through_json(tiny_params):
+    from components.core.config import Params
+
+    assert Params.from_json(tiny_params.to_json()) == tiny_params

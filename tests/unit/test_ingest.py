@@ -1,0 +1,89 @@
+import pandas as pd
+import pytest
+
+from components.core.config import CleanConfig, DataConfig, IngestConfig
+from components.core.errors import DataError
+from components.ingest.ingest import LABEL, TEXT, clean, read_table, split
+
+DATA = DataConfig(text_column="text", label_column="sentiment")
+
+
+def write(tmp_path, name, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def test_reads_invalid_utf8_and_bom_and_counts_bad_lines(tmp_path):
+    path = write(tmp_path, "d.csv", b"\xef\xbb\xbfsentiment,text\r\npositive,caf\xe9 ok\r\nnegative,fine\r\n")
+    frame, report = read_table(path, DATA)
+    assert list(frame.columns) == [TEXT, LABEL]
+    assert report.rows_read == 2
+    assert report.lines_with_invalid_utf8 == 1
+    assert frame[TEXT].tolist() == ["caf\ufffd ok", "fine"]
+
+
+@pytest.mark.parametrize(
+    ("content", "column", "rule"),
+    [
+        (b"", None, "non_empty_file"),
+        (b"sentiment,text\n", None, "non_empty_file"),
+        (b"label,text\npositive,hi\n", "sentiment", "required_column"),
+        (b"sentiment;text\npositive;hi\n", "sentiment", "required_column"),
+    ],
+)
+def test_unreadable_input_names_file_column_and_rule(tmp_path, content, column, rule):
+    path = write(tmp_path, "bad.csv", content)
+    with pytest.raises(DataError) as err:
+        read_table(path, DATA)
+    assert err.value.rule == rule and err.value.column == column
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "nope.csv", DATA)
+
+
+def test_clean_counts_every_dropped_row():
+    frame = pd.DataFrame({
+        TEXT: ["a &amp; b", "a & b", "x\r\n y", "same", "same", "same", "   ", None, "ok"],
+        LABEL: ["pos", "pos", "neg", "pos", "pos", "neg", "pos", "neg", "neg"],
+    })
+    out, report = clean(frame, CleanConfig())
+    assert report.changed["html_entities"] == 1
+    assert report.changed["whitespace"] >= 2
+    assert report.dropped == {"missing_text_or_label": 1, "empty_text": 1, "exact_duplicate": 2,
+                              "conflicting_labels": 2}
+    assert sorted(out[TEXT]) == ["a & b", "ok", "x y"]
+    assert report.rows_in - sum(report.dropped.values()) == report.rows_out == len(out)
+
+
+def test_clean_rules_can_be_switched_off():
+    frame = pd.DataFrame({TEXT: ["same", "same"], LABEL: ["pos", "pos"]})
+    out, report = clean(frame, CleanConfig(drop_exact_duplicates=False))
+    assert len(out) == 2 and "exact_duplicate" not in report.dropped
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    frame = pd.DataFrame({TEXT: [f"t{i}" for i in range(300)], LABEL: ["a", "b", "c"] * 100})
+    cfg = IngestConfig(seed=1)
+    first, second = split(frame, cfg, "f"), split(frame, cfg, "f")
+    assert [len(first[s]) for s in ("train", "val", "test")] == [240, 30, 30]
+    assert all(first[s].equals(second[s]) for s in first)
+    assert set(first["test"][LABEL].value_counts()) == {10}
+    texts = [set(part[TEXT]) for part in first.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+
+
+def test_split_refuses_a_single_class():
+    frame = pd.DataFrame({TEXT: [f"t{i}" for i in range(30)], LABEL: ["a"] * 30})
+    with pytest.raises(DataError, match="at_least_two_classes"):
+        split(frame, IngestConfig(), "f.csv")
+
+
+def test_sample_cap_keeps_class_balance():
+    frame = pd.DataFrame({TEXT: [f"t{i}" for i in range(1000)], LABEL: ["a"] * 800 + ["b"] * 200})
+    parts = split(frame, IngestConfig(sample_cap=100), "f")
+    assert sum(len(p) for p in parts.values()) == 100
+    assert (pd.concat(parts.values())[LABEL] == "b").sum() == 20
