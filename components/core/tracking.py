@@ -163,3 +163,8 @@ def finish_pipeline_run(ctx: RunContext, status: str) -> None:
     run_id = parent_run_id(ctx, create=False)
     if run_id:
         mlflow.MlflowClient().set_terminated(run_id, status=status)
+
+
+def note(message: str) -> None:
+    """A progress line for the person watching the run (the local runner shows these)."""
+    print(f"[fmpipe] {message}", flush=True)

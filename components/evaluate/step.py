@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.evaluate.evaluate import Evaluation, evaluate, plot_confusion
 from components.ingest.ingest import LABEL, TEXT, read_splits
 
@@ -33,5 +33,8 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
             headline[f"baseline_{name}_macro_f1"] = base["macro_f1"]
         headline["blessed"] = float(result.blessing.blessed)
         track.metrics(headline, parent=True)
+        note(f"evaluate: macro-F1 {result.model['macro_f1']:.4f} (tfidf "
+             f"{result.baselines['tfidf_logreg']['macro_f1']:.4f}, majority "
+             f"{result.baselines['majority']['macro_f1']:.4f}); blessed: {result.blessing.blessed}")
         track.tags({"fmpipe.blessed": str(result.blessing.blessed).lower()}, parent=True)
     return result

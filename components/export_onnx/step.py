@@ -7,7 +7,7 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.task import TextClassificationTask
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.export_onnx.export import Parity, check_parity, export_onnx, serving_smoke_check
 from components.ingest.ingest import TEXT, read_splits
 
@@ -25,5 +25,7 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
                        "parity_argmax_agreement": parity.argmax_agreement,
                        "parity_passed": float(parity.passed),
                        "smoke_passed": float(bool(smoke["passed"]))}, parent=True)
+        note(f"export_onnx: max |logit diff| {parity.max_abs_logit_diff:.2e}, argmax agreement "
+             f"{parity.argmax_agreement:.4f}, smoke check {'ok' if smoke['passed'] else 'FAILED'}")
         track.json({"parity": asdict(parity), "smoke": smoke}, "export_checks.json")
     return parity

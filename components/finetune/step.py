@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.finetune.finetune import FinetuneResult, finetune
 from components.ingest.ingest import LABEL, TEXT, read_splits
 
@@ -22,6 +22,8 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Fin
             splits["val"][TEXT].tolist(), splits["val"][LABEL].tolist(),
             labels, cfg, model_dir, log=lambda metrics, step: track.metrics(metrics, step=step),
         )
+        note(f"finetune: {result.steps} steps in {result.train_seconds:.0f}s "
+             f"({result.samples_per_second:.0f} samples/s), val macro-F1 {result.val_macro_f1:.4f}")
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
         track.metrics({"train_seconds": result.train_seconds,
                        "samples_per_second": result.samples_per_second,

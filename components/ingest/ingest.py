@@ -85,6 +85,10 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(name, None, "parseable", f"cannot parse as {suffix or 'csv'}: {detail}") from None
 
+    if len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in (";", "\t", "|")):
+        raise DataError(name, None, "delimiter",
+                        f"one column named {str(frame.columns[0])[:60]!r}: the file is not "
+                        "comma-separated (convert it to CSV, Parquet or JSONL)")
     for role, column in (("text", data.text_column), ("label", data.label_column)):
         if column not in frame.columns:
             found = ", ".join(map(str, frame.columns[:8]))
@@ -142,16 +146,21 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
     return df.reset_index(drop=True), report
 
 
-def split(frame: pd.DataFrame, cfg: IngestConfig, source: str) -> dict[str, pd.DataFrame]:
-    """Stratified, seeded train/val/test split (after an optional stratified sample cap)."""
+def split(
+    frame: pd.DataFrame, cfg: IngestConfig, source: str, label_name: str = LABEL
+) -> dict[str, pd.DataFrame]:
+    """Stratified, seeded train/val/test split (after an optional stratified sample cap).
+
+    label_name is the user's name for the label column, for error messages.
+    """
     from sklearn.model_selection import train_test_split
 
     counts = frame[LABEL].value_counts()
     if len(counts) < 2:
-        raise DataError(source, LABEL, "at_least_two_classes",
+        raise DataError(source, label_name, "at_least_two_classes",
                         f"only one label value ({counts.index[0]!r}) after cleaning")
     if counts.min() < 3:
-        raise DataError(source, LABEL, "min_rows_per_class",
+        raise DataError(source, label_name, "min_rows_per_class",
                         f"label {counts.idxmin()!r} has {counts.min()} row(s); need at least 3 "
                         "to split into train/val/test")
     df = frame
@@ -165,7 +174,7 @@ def split(frame: pd.DataFrame, cfg: IngestConfig, source: str) -> dict[str, pd.D
         val, test = train_test_split(rest, test_size=cfg.test_fraction / held_out,
                                      stratify=rest[LABEL], random_state=cfg.seed)
     except ValueError as exc:
-        raise DataError(source, LABEL, "stratified_split", str(exc)) from None
+        raise DataError(source, label_name, "stratified_split", str(exc)) from None
     return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, val, test), strict=True)}
 
 

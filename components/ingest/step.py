@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.config import Params
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.ingest.ingest import clean, file_md5, read_table, split, write_splits
 
 REPORT_FILE = "ingest_report.json"
@@ -21,7 +21,7 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
     with step_run(ctx, "ingest") as track:
         frame, read_report = read_table(source, params.data)
         cleaned, clean_report = clean(frame, params.ingest.clean)
-        splits = split(cleaned, params.ingest, str(source))
+        splits = split(cleaned, params.ingest, str(source), params.data.label_column)
         write_splits(out_dir, splits)
         report = {
             "source": str(source),
@@ -41,6 +41,8 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
                        **{f"rows_{k}": v for k, v in report["rows"].items()}})
         track.tags({"fmpipe.data_md5": report["data_md5"]}, parent=True)
         track.json(report, REPORT_FILE)
+        note(f"ingest: {read_report.rows_read} rows read, {clean_report.rows_out} kept "
+             f"(dropped {clean_report.dropped}); split {report['rows']}")
         mlflow.log_input(
             mlflow.data.from_pandas(splits["train"], source=str(source), name=params.data.name),
             context="train",

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.registry.registry import (
     BLESSED_TAG,
     PARITY_TAG,
@@ -35,6 +35,7 @@ def run_register(
         }
         version = register_model(onnx_dir, params.registry.model_name, tags, metrics)
         track.tags({"fmpipe.model_version": version}, parent=True)
+        note(f"register: {params.registry.model_name} version {version}")
     return version
 
 
@@ -44,5 +45,6 @@ def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
                        reason="blessed and parity-checked by the pipeline",
                        actor=f"pipeline:{ctx.pipeline_run_id}")
         track.json(asdict(move), "alias_move.json")
+        note(f"promote: alias '{move.alias}' -> version {version} (was {move.previous})")
         track.tags({f"fmpipe.alias.{move.alias}": version}, parent=True)
     return move

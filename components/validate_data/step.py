@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.tracking import RunContext, step_run
+from components.core.tracking import RunContext, note, step_run
 from components.ingest.ingest import LABEL, TEXT, read_splits
 from components.validate_data.validate import (
     ValidationReport,
@@ -29,6 +29,7 @@ def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> Va
         track.artifact(report_dir, "validation")
         track.metrics({"checks": len(report.checks), "failed_errors": len(report.failures),
                        "failed_warnings": len(report.warnings)})
+        note(f"validate_data: {len(report.checks)} checks, {len(report.failures)} failed")
         raise_on_failure(report, ctx.data_source or str(data_dir),
                          {TEXT: params.data.text_column, LABEL: params.data.label_column})
     return report

@@ -82,7 +82,8 @@ def _tables(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def _describe(result: dict[str, Any]) -> str:
     if result.get("unexpected_count"):
-        examples = [str(v)[:60] for v in (result.get("partial_unexpected_list") or [])[:3]]
+        distinct = dict.fromkeys(str(v)[:60] for v in result.get("partial_unexpected_list") or [])
+        examples = list(distinct)[:3]
         return f"{result['unexpected_count']} unexpected value(s), e.g. {examples}"
     if "observed_value" in result:
         return f"observed {result['observed_value']!r}"
@@ -93,9 +94,10 @@ def validate_splits(splits: dict[str, pd.DataFrame], cfg: ValidateConfig) -> Val
     """Run the suites; return every check with its verdict. Raises nothing: see `raise_on_failure`."""
     import logging
 
+    # Before the import: GX logs hundreds of INFO lines while it imports.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas("fmpipe")

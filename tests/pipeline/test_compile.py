@@ -51,6 +51,16 @@ def test_dvc_stages_and_kfp_dag_list_the_same_steps_in_order(tmp_path: Path):
 
 
 def test_conditions_gate_everything_after_evaluate(tmp_path: Path):
-    text = compile_pipeline(tmp_path / "p.yaml").read_text()
-    assert "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true" in text
-    assert "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true" in text
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    conditions = {}
+    for component in spec["components"].values():
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            if condition:
+                conditions[name] = " ".join(condition.split())
+    root_tasks = spec["root"]["dag"]["tasks"]
+    assert root_tasks["condition-1"]["triggerPolicy"]["condition"].split() == [
+        "inputs.parameter_values['pipelinechannel--evaluate-Output']", "==", "true"]
+    assert conditions["condition-2"] == (
+        "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true")
+    assert set(root_tasks) == {"ingest", "validate-data", "finetune", "evaluate", "condition-1"}

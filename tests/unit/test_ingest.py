@@ -29,7 +29,8 @@ def test_reads_invalid_utf8_and_bom_and_counts_bad_lines(tmp_path):
         (b"", None, "non_empty_file"),
         (b"sentiment,text\n", None, "non_empty_file"),
         (b"label,text\npositive,hi\n", "sentiment", "required_column"),
-        (b"sentiment;text\npositive;hi\n", "sentiment", "required_column"),
+        (b"sentiment;text\npositive;hi\n", None, "delimiter"),
+        (b"sentiment,confidence\npositive,0.5\n", "text", "required_column"),
     ],
 )
 def test_unreadable_input_names_file_column_and_rule(tmp_path, content, column, rule):
