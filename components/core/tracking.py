@@ -36,6 +36,14 @@ class RunContext(BaseModel):
     artifact_root: str = ""  # where new experiments store artifacts ("" = MLflow's default)
     git_commit: str = "unknown"
     data_source: str = ""
+    data_dvc_commit: str = ""  # git commit of the data's .dvc file (the data version)
+    data_rev: str = ""         # the revision asked for with --data-rev ("" = the working tree)
+
+    def lineage_tags(self) -> dict[str, str]:
+        """What ties a run or a model version to its code and data."""
+        return {"fmpipe.pipeline_run_id": self.pipeline_run_id, "fmpipe.git_commit": self.git_commit,
+                "fmpipe.data_source": self.data_source, "fmpipe.data_dvc_commit": self.data_dvc_commit,
+                "fmpipe.data_rev": self.data_rev or "working tree"}
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -79,8 +87,7 @@ def parent_run_id(ctx: RunContext, create: bool = True) -> str | None:
     run = client.create_run(
         exp_id,
         run_name=f"pipeline-{ctx.pipeline_run_id[:8]}",
-        tags={PIPELINE_RUN_TAG: ctx.pipeline_run_id, KIND_TAG: "pipeline",
-              "fmpipe.git_commit": ctx.git_commit, "fmpipe.data_source": ctx.data_source},
+        tags={**ctx.lineage_tags(), KIND_TAG: "pipeline"},
     )
     return run.info.run_id
 

@@ -8,13 +8,13 @@ from pathlib import Path
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
 from components.finetune.finetune import FinetuneResult, finetune
-from components.ingest.ingest import LABEL, TEXT, read_splits
+from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
 
 
 def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> FinetuneResult:
     cfg = params.finetune
     splits = read_splits(data_dir)
-    labels = list(params.validate_data.labels)
+    labels = label_set(params.validate_data.labels, data_dir)
     with step_run(ctx, "finetune") as track:
         track.params(cfg.model_dump())
         result = finetune(

@@ -45,6 +45,9 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+READABLE = (".csv", ".txt", ".parquet", ".jsonl", ".ndjson")
+
+
 @dataclass
 class ReadReport:
     rows_read: int = 0
@@ -66,6 +69,9 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
     if path.is_dir():
         raise DataError(name, None, "file_exists", "is a directory, expected a file")
     suffix = path.suffix.lower()
+    if suffix not in READABLE:
+        raise DataError(name, None, "file_format",
+                        f"'{suffix or '(no extension)'}' is not one of {', '.join(READABLE)}")
     report = ReadReport()
     try:
         if suffix == ".parquet":
@@ -89,15 +95,24 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
         raise DataError(name, None, "delimiter",
                         f"one column named {str(frame.columns[0])[:60]!r}: the file is not "
                         "comma-separated (convert it to CSV, Parquet or JSONL)")
+    found = ", ".join(map(str, frame.columns[:8]))
     for role, column in (("text", data.text_column), ("label", data.label_column)):
         if column not in frame.columns:
-            found = ", ".join(map(str, frame.columns[:8]))
             raise DataError(name, column, "required_column",
                             f"missing {role} column (found: {found}); set data.{role}_column")
-    if not (frame[data.text_column].map(lambda v: isinstance(v, str) or pd.isna(v))).all():
-        raise DataError(name, data.text_column, "text_type", "text column holds non-string values")
+    for column in data.extra_columns:
+        if column not in frame.columns:
+            raise DataError(name, column, "required_column",
+                            f"missing extra column (found: {found}); fix data.extra_columns")
+    is_text = frame[data.text_column].map(
+        lambda v: isinstance(v, str) or v is None or (isinstance(v, float) and v != v))
+    if not is_text.all():
+        example = frame[data.text_column][~is_text].iloc[0]
+        raise DataError(name, data.text_column, "text_type",
+                        f"{int((~is_text).sum())} non-string value(s), e.g. {str(example)[:40]!r} "
+                        f"({type(example).__name__})")
     frame = frame.rename(columns={data.text_column: TEXT, data.label_column: LABEL})
-    frame = frame[[TEXT, LABEL]].copy()
+    frame = frame[[TEXT, LABEL, *data.extra_columns]].copy()
     frame[LABEL] = frame[LABEL].map(lambda v: v if pd.isna(v) else str(v).strip())
     report.rows_read = len(frame)
     if report.rows_read == 0:
@@ -106,6 +121,12 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
 
 
 _WS = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalized_key(text: str) -> str:
+    """The text up to case, punctuation and spacing: what makes two tweets the same tweet."""
+    return _WS.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
 
 
 @dataclass
@@ -140,6 +161,9 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
         drop(df[TEXT].str.len() == 0, "empty_text")
     if cfg.drop_exact_duplicates:
         drop(df.duplicated([TEXT, LABEL], keep="first"), "exact_duplicate")
+    if cfg.drop_normalized_duplicates:
+        drop(df.assign(_k=df[TEXT].map(normalized_key)).duplicated(["_k", LABEL], keep="first"),
+             "normalized_duplicate")
     if cfg.drop_conflicting_labels:
         drop(df.groupby(TEXT)[LABEL].transform("nunique") > 1, "conflicting_labels")
     report.rows_out = len(df)
@@ -155,6 +179,9 @@ def split(
     """
     from sklearn.model_selection import train_test_split
 
+    if frame.empty:
+        raise DataError(source, None, "rows_after_cleaning",
+                        "no rows left after cleaning (all texts or labels empty or missing)")
     counts = frame[LABEL].value_counts()
     if len(counts) < 2:
         raise DataError(source, label_name, "at_least_two_classes",
@@ -186,3 +213,13 @@ def write_splits(out_dir: Path, splits: dict[str, pd.DataFrame]) -> None:
 
 def read_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(data_dir) / f"{name}.parquet") for name in SPLITS}
+
+
+REPORT_FILE = "ingest_report.json"
+
+
+def label_set(declared: list[str], data_dir: Path) -> list[str]:
+    """The declared labels, or (none declared) the labels the training split holds, sorted."""
+    if declared:
+        return list(declared)
+    return sorted(pd.read_parquet(Path(data_dir) / "train.parquet", columns=[LABEL])[LABEL].unique())

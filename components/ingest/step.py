@@ -9,9 +9,8 @@ from typing import Any
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.ingest.ingest import clean, file_md5, read_table, split, write_splits
-
-REPORT_FILE = "ingest_report.json"
+from components.ingest.ingest import REPORT_FILE, clean, file_md5, read_table, split, write_splits
+from components.validate_data.drift import PROFILE_FILE, profile
 
 
 def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[str, Any]:
@@ -29,6 +28,8 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
             "read": asdict(read_report),
             "clean": asdict(clean_report),
             "rows": {name: len(part) for name, part in splits.items()},
+            # Rows left out by ingest.sample_cap: not lost, just not used in this run.
+            "sampled_out": clean_report.rows_out - sum(len(part) for part in splits.values()),
             "labels": sorted(cleaned["label"].unique().tolist()),
         }
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
@@ -38,11 +39,18 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
                        "lines_with_invalid_utf8": read_report.lines_with_invalid_utf8,
                        "rows_clean": clean_report.rows_out,
                        **{f"dropped_{k}": v for k, v in clean_report.dropped.items()},
-                       **{f"rows_{k}": v for k, v in report["rows"].items()}})
+                       **{f"changed_{k}": v for k, v in clean_report.changed.items()},
+                       "sampled_out": report["sampled_out"],
+                       **{f"rows_{k}": v for k, v in report["rows"].items()}}, parent=True)
         track.tags({"fmpipe.data_md5": report["data_md5"]}, parent=True)
         track.json(report, REPORT_FILE)
-        note(f"ingest: {read_report.rows_read} rows read, {clean_report.rows_out} kept "
-             f"(dropped {clean_report.dropped}); split {report['rows']}")
+        data_profile = profile(splits["train"], params.ingest.seed)
+        (out_dir / PROFILE_FILE).write_text(json.dumps(data_profile))
+        track.json(data_profile, PROFILE_FILE)
+        dropped = {k: v for k, v in clean_report.dropped.items() if v}
+        note(f"ingest: {read_report.rows_read} rows read ({read_report.lines_with_invalid_utf8} lines "
+             f"with invalid UTF-8 replaced), {clean_report.rows_out} kept, dropped {dropped}; "
+             f"split {report['rows']}")
         mlflow.log_input(
             mlflow.data.from_pandas(splits["train"], source=str(source), name=params.data.name),
             context="train",

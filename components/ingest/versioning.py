@@ -69,3 +69,41 @@ def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> 
     if push:
         _dvc(repo_root, "push", "--quiet", str(dvc_file.relative_to(repo_root)))
     return DataVersion(target, md5, dvc_file, changed=True)
+
+
+def find_tracked(name: str, repo_root: Path) -> Path | None:
+    """data/<name>.<ext> when a data set of that name is tracked by DVC."""
+    for dvc_file in sorted((repo_root / "data").glob(f"{name}.*.dvc")):
+        return dvc_file.with_suffix("")
+    return None
+
+
+def checkout_revision(tracked: Path, rev: str, repo_root: Path, out_dir: Path) -> Path:
+    """The content `tracked` had at git revision `rev`, fetched through DVC (cache or remote)."""
+    import dvc.api
+
+    rel = tracked.relative_to(repo_root)
+    target = out_dir / f"{tracked.stem}@{rev.replace('/', '_')}{tracked.suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with dvc.api.open(str(rel), repo=str(repo_root), rev=rev, mode="rb") as src:
+            target.write_bytes(src.read())
+    except Exception as exc:  # DVC's own message says what is missing (rev, file, remote)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FmpipeError(f"cannot read {rel} at revision '{rev}': {first}") from None
+    return target
+
+
+def dvc_file_commit(dvc_file: Path, repo_root: Path, rev: str = "HEAD") -> str:
+    """The git commit that recorded this version of the .dvc file ('uncommitted' if it isn't)."""
+    rel = str(dvc_file.relative_to(repo_root))
+    if rev == "HEAD":
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=repo_root,
+                               capture_output=True, text=True)
+        if dirty.returncode != 0:
+            return "unknown"
+        if dirty.stdout.strip():
+            return "uncommitted"
+    proc = subprocess.run(["git", "log", "-1", "--format=%H", rev, "--", rel], cwd=repo_root,
+                          capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"

@@ -23,10 +23,8 @@ def run_register(
 ) -> str:
     with step_run(ctx, "register") as track:
         tags = {
-            "fmpipe.pipeline_run_id": ctx.pipeline_run_id,
-            "fmpipe.git_commit": ctx.git_commit,
+            **ctx.lineage_tags(),  # pipeline run, git commit, data source, .dvc commit, data rev
             "fmpipe.data_md5": data_md5,
-            "fmpipe.data_source": ctx.data_source,
             "fmpipe.params_digest": params_digest(params.to_json()),
             "fmpipe.base_model": params.finetune.base_model,
             "fmpipe.mlflow_run_id": track.run_id,

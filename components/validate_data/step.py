@@ -1,4 +1,5 @@
-"""The validate_data step as the pipeline runs it: validate the splits, keep the report, gate."""
+"""The validate_data step as the pipeline runs it: validate the splits, measure drift against
+the production model's data, keep the report, gate."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.ingest.ingest import LABEL, TEXT, read_splits
+from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
+from components.validate_data.drift import PROFILE_FILE, compare, production_profile
 from components.validate_data.validate import (
+    Check,
     ValidationReport,
     raise_on_failure,
     render_html,
@@ -17,19 +20,47 @@ from components.validate_data.validate import (
 )
 
 
+def drift_checks(data_dir: Path, params: Params, splits: dict) -> tuple[list[Check], dict[str, float]]:
+    """Drift figures against the data `production` was trained on (none when nothing is there)."""
+    cfg = params.validate_data.drift
+    found = production_profile(params.registry.model_name) if cfg.enabled else None
+    if found is None:
+        return [], {}
+    version, reference = found
+    new = json.loads((data_dir / PROFILE_FILE).read_text())
+    figures = compare(reference, new, splits["train"][TEXT], cfg)
+    checks = [
+        Check(table=f"drift vs production v{version}", rule=f.name,
+              column=LABEL if f.name == "label_psi" else TEXT, success=f.passed,
+              severity=cfg.severity, detail=f"{f.value:.4g} (threshold {f.threshold:g})")
+        for f in figures
+    ]
+    return checks, {f"drift_{f.name}": f.value for f in figures}
+
+
 def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> ValidationReport:
     """Validate; write report.html + result.json into report_dir; raise DataError on failure."""
     with step_run(ctx, "validate_data") as track:
-        report = validate_splits(read_splits(data_dir), params.validate_data)
+        splits = read_splits(data_dir)
+        labels = label_set(params.validate_data.labels, data_dir)
+        report = validate_splits(splits, params.validate_data, labels)
+        drift, drift_figures = drift_checks(data_dir, params, splits)
+        report.checks.extend(drift)
+        report.success = not report.failures
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "report.html").write_text(render_html(report, "fmpipe data validation"))
         (report_dir / "result.json").write_text(json.dumps(
-            {"success": report.success, "checks": [asdict(c) for c in report.checks],
+            {"success": report.success, "labels": labels, "checks": [asdict(c) for c in report.checks],
              "great_expectations": report.raw}, indent=1, default=str))
         track.artifact(report_dir, "validation")
         track.metrics({"checks": len(report.checks), "failed_errors": len(report.failures),
-                       "failed_warnings": len(report.warnings)})
-        note(f"validate_data: {len(report.checks)} checks, {len(report.failures)} failed")
+                       "failed_warnings": len(report.warnings), **drift_figures})
+        track.metrics({"validation_warnings": len(report.warnings), **drift_figures}, parent=True)
+        note(f"validate_data: {len(report.checks)} checks, {len(report.failures)} failed, "
+             f"{len(report.warnings)} warning(s)"
+             + "".join(f"; WARN {c.rule}: {c.detail}" for c in report.warnings[:3])
+             + (f"; drift {', '.join(f'{k[6:]}={v:.3g}' for k, v in drift_figures.items())}"
+                if drift_figures else ""))
         raise_on_failure(report, ctx.data_source or str(data_dir),
                          {TEXT: params.data.text_column, LABEL: params.data.label_column})
     return report

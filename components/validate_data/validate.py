@@ -1,6 +1,7 @@
 """validate_data: a Great Expectations 1.x suite built from params, run on every split.
 
 Great Expectations is imported here only, so only the step that validates pays its import time.
+Each expectation carries a severity in its meta: `error` stops the run, `warn` is reported.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from components.core.config import ValidateConfig
 from components.core.errors import DataError
 from components.ingest.ingest import LABEL, SPLITS, TEXT
 
-ALL = "all_splits"          # the table made of every split, for row-count rules
+ALL = "all_splits"            # every split together, for the row-count rule
 UNIQUE_PER_SPLIT = "leakage"  # one row per (split, distinct text), for the leakage rule
+CLASSES = "train_classes"     # one row per label of the train split: count and share
+
+# Our names for the rules that Great Expectations expresses on a derived table.
+RULE_NAMES = {
+    (UNIQUE_PER_SPLIT, "expect_column_values_to_be_unique"): "no_text_shared_between_splits",
+    (CLASSES, "count"): "min_rows_per_class",
+    (CLASSES, "share"): "class_balance",
+}
 
 
 @dataclass
@@ -44,29 +53,34 @@ class ValidationReport:
         return [c for c in self.checks if not c.success and c.severity == "warn"]
 
 
-def build_suites(cfg: ValidateConfig) -> dict[str, list[Any]]:
-    """Expectations per table, generated from params (severity kept in each expectation's meta)."""
+def build_suites(cfg: ValidateConfig, labels: list[str]) -> dict[str, list[Any]]:
+    """Expectations per table, generated from params."""
     import great_expectations.expectations as gxe
-
-    err = {"severity": "error"}
 
     def per_split() -> list[Any]:  # fresh objects per table: a suite takes ownership
         return [
-            gxe.ExpectTableColumnsToMatchSet(column_set=[TEXT, LABEL], exact_match=False, meta=err),
-            gxe.ExpectColumnValuesToNotBeNull(column=TEXT, meta=err),
-            gxe.ExpectColumnValuesToNotBeNull(column=LABEL, meta=err),
-            gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels), meta=err),
+            gxe.ExpectTableColumnsToMatchSet(column_set=[TEXT, LABEL], exact_match=False),
+            gxe.ExpectColumnValuesToNotBeNull(column=TEXT),
+            gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
+            gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"),
+            gxe.ExpectColumnValuesToBeOfType(column=LABEL, type_="str"),
+            gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)),
             gxe.ExpectColumnValueLengthsToBeBetween(
-                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars, meta=err),
+                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars),
             gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-                column=TEXT, min_value=1.0 - cfg.max_duplicate_rate, meta=err),
+                column=TEXT, min_value=1.0 - cfg.max_duplicate_rate),
         ]
 
     suites: dict[str, list[Any]] = {name: per_split() for name in SPLITS}
-    suites[ALL] = [gxe.ExpectTableRowCountToBeBetween(
-        min_value=cfg.min_rows, max_value=cfg.max_rows, meta=err)]
+    suites["train"].append(gxe.ExpectColumnDistinctValuesToContainSet(column=LABEL, value_set=labels))
+    suites[ALL] = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, max_value=cfg.max_rows)]
+    suites[CLASSES] = [
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_rows_per_class),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="share", min_value=cfg.class_share_min, max_value=cfg.class_share_max),
+    ]
     if cfg.require_no_leakage:
-        suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=TEXT, meta=err)]
+        suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=TEXT)]
     return suites
 
 
@@ -77,6 +91,11 @@ def _tables(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         [pd.DataFrame({TEXT: part[TEXT].dropna().unique()}) for part in splits.values()],
         ignore_index=True,
     )
+    counts = splits["train"][LABEL].value_counts()
+    tables[CLASSES] = pd.DataFrame({
+        LABEL: counts.index.astype(str), "count": counts.to_numpy(),
+        "share": counts.to_numpy() / max(int(counts.sum()), 1),
+    })
     return tables
 
 
@@ -90,7 +109,14 @@ def _describe(result: dict[str, Any]) -> str:
     return "failed"
 
 
-def validate_splits(splits: dict[str, pd.DataFrame], cfg: ValidateConfig) -> ValidationReport:
+def _rule_name(table: str, expectation_type: str, column: str | None) -> str:
+    return (RULE_NAMES.get((table, expectation_type)) or RULE_NAMES.get((table, column or ""))
+            or expectation_type)
+
+
+def validate_splits(
+    splits: dict[str, pd.DataFrame], cfg: ValidateConfig, labels: list[str]
+) -> ValidationReport:
     """Run the suites; return every check with its verdict. Raises nothing: see `raise_on_failure`."""
     import logging
 
@@ -103,24 +129,28 @@ def validate_splits(splits: dict[str, pd.DataFrame], cfg: ValidateConfig) -> Val
     source = context.data_sources.add_pandas("fmpipe")
     report = ValidationReport(success=True)
     tables = _tables(splits)
-    for table, expectations in build_suites(cfg).items():
-        frame = tables[table]
+    for table, expectations in build_suites(cfg, labels).items():
         batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"fmpipe_{table}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
-        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        result = batch_def.get_batch(batch_parameters={"dataframe": tables[table]}).validate(suite)
         report.raw[table] = result.to_json_dict()
         for item in result.results:
             config = item.expectation_config
-            check = Check(
-                table=table, rule=config.type, column=config.kwargs.get("column"),
-                success=bool(item.success), severity=(config.meta or {}).get("severity", "error"),
-                detail="ok" if item.success else _describe(item.result or {}),
-            )
-            if table == UNIQUE_PER_SPLIT:
-                check.rule = "no_text_shared_between_splits"
-            report.checks.append(check)
+            column = config.kwargs.get("column")
+            rule = _rule_name(table, config.type, column)
+            if table == CLASSES:  # report it against the label column, with the offending labels
+                column = LABEL
+            detail = "ok" if item.success else _describe(item.result or {})
+            if config.type == "expect_column_distinct_values_to_contain_set" and not item.success:
+                missing = sorted(set(labels) - set(tables[table][LABEL].dropna().unique()))
+                detail = f"declared label(s) {missing} never occur in the {table} split"
+            if table == CLASSES and not item.success:
+                bad = tables[CLASSES].loc[item.result.get("partial_unexpected_index_list") or [], LABEL]
+                detail = f"{detail}; labels: {bad.tolist() or 'see report'}"
+            report.checks.append(Check(table=table, rule=rule, column=column, success=bool(item.success),
+                                       severity=cfg.severity.get(rule, "error"), detail=detail))
     report.success = not report.failures
     return report
 
@@ -150,12 +180,13 @@ def render_html(report: ValidationReport, title: str) -> str:
         for c in report.checks
     )
     verdict = "PASSED" if report.success else "FAILED"
+    warned = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Data validation</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
         "tr.ok td:nth-child(5){color:#080}tr.error{background:#fdd}tr.warn{background:#ffd}"
-        f"</style></head><body><h1>{html.escape(title)}: {verdict}</h1>"
+        f"</style></head><body><h1>{html.escape(title)}: {verdict}{warned}</h1>"
         "<table><tr><th>table</th><th>column</th><th>rule</th><th>severity</th><th>result</th>"
         f"<th>detail</th></tr>{rows}</table></body></html>"
     )

@@ -7,7 +7,8 @@ from components.core.config import ValidateConfig
 from components.core.errors import DataError
 from components.validate_data.validate import raise_on_failure, render_html, validate_splits
 
-CFG = ValidateConfig(labels=["neg", "pos"], min_rows=6, text_max_chars=20)
+LABELS = ["neg", "pos"]
+CFG = ValidateConfig(labels=LABELS, min_rows=6, text_max_chars=20)
 
 
 def splits(**changes):
@@ -25,8 +26,8 @@ def first_failure(report):
 
 
 def test_clean_splits_pass_every_check():
-    report = validate_splits(splits(), CFG)
-    assert report.success and len(report.checks) == 6 * 3 + 2
+    report = validate_splits(splits(), CFG, LABELS)
+    assert report.success and len(report.checks) == 8 * 3 + 1 + 1 + 2 + 1
     raise_on_failure(report, "f.csv")  # does not raise
 
 
@@ -39,25 +40,29 @@ def test_clean_splits_pass_every_check():
          ("test", "text", "expect_column_value_lengths_to_be_between")),
         ({"test": pd.DataFrame({"text": ["a"], "label": ["neg"]})},
          ("leakage", "text", "no_text_shared_between_splits")),
-        ({"train": pd.DataFrame({"text": ["a", "a", "c", "d"], "label": ["neg"] * 4})},
+        ({"train": pd.DataFrame({"text": ["a", "a", "c", "d"], "label": ["neg", "pos"] * 2})},
          ("train", "text", "expect_column_proportion_of_unique_values_to_be_between")),
-        ({"train": pd.DataFrame({"text": ["a", None, "c", "d"], "label": ["neg"] * 4})},
+        ({"train": pd.DataFrame({"text": ["a", None, "c", "d"], "label": ["neg", "pos"] * 2})},
          ("train", "text", "expect_column_values_to_not_be_null")),
+        ({"train": pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["neg"] * 4})},
+         ("train", "label", "expect_column_distinct_values_to_contain_set")),
+        ({"train": pd.DataFrame({"text": ["a", "b", "c", 4], "label": ["neg", "pos"] * 2})},
+         ("train", "text", "expect_column_values_to_be_of_type")),
     ],
 )
 def test_each_rule_catches_its_defect(change, expected):
-    report = validate_splits(splits(**change), CFG)
+    report = validate_splits(splits(**change), CFG, LABELS)
     assert not report.success
     assert first_failure(report) == expected
 
 
 def test_row_count_bound():
-    report = validate_splits(splits(), ValidateConfig(labels=["neg", "pos"], min_rows=100))
+    report = validate_splits(splits(), ValidateConfig(labels=["neg", "pos"], min_rows=100), LABELS)
     assert first_failure(report) == ("all_splits", None, "expect_table_row_count_to_be_between")
 
 
 def test_failure_message_names_file_user_column_and_rule():
-    report = validate_splits(splits(val=pd.DataFrame({"text": ["e"], "label": ["angry"]})), CFG)
+    report = validate_splits(splits(val=pd.DataFrame({"text": ["e"], "label": ["angry"]})), CFG, LABELS)
     with pytest.raises(DataError) as err:
         raise_on_failure(report, "data/tweets.csv", {"label": "sentiment"})
     message = str(err.value)
@@ -67,6 +72,24 @@ def test_failure_message_names_file_user_column_and_rule():
 
 
 def test_html_report_is_self_contained():
-    page = render_html(validate_splits(splits(), CFG), "t")
+    page = render_html(validate_splits(splits(), CFG, LABELS), "t")
     assert "PASSED" in page and "<table>" in page
     assert "http://" not in page and "https://" not in page
+
+
+def test_class_count_and_balance_rules_with_their_severity():
+    skewed = splits(train=pd.DataFrame({"text": list("abcdefghij"), "label": ["neg"] * 9 + ["pos"]}))
+    cfg = ValidateConfig(labels=LABELS, min_rows_per_class=2, class_share_min=0.2,
+                         severity={"class_balance": "warn"})
+    report = validate_splits(skewed, cfg, LABELS)
+    assert first_failure(report) == ("train_classes", "label", "min_rows_per_class")
+    assert "pos" in report.failures[0].detail
+    assert [(c.rule, c.severity) for c in report.warnings] == [("class_balance", "warn")]
+
+
+def test_warn_severity_reports_without_stopping():
+    cfg = ValidateConfig(labels=LABELS, min_rows=100,
+                         severity={"expect_table_row_count_to_be_between": "warn"})
+    report = validate_splits(splits(), cfg, LABELS)
+    assert report.success and len(report.warnings) == 1
+    raise_on_failure(report, "f.csv")  # a warning never stops the run

@@ -90,3 +90,25 @@ def test_user_mistakes_print_one_line(project):
     assert bad_param.returncode == 1
     assert len(bad_param.stderr.strip().splitlines()) == 1
     assert "finetune.epochs='zero'" in bad_param.stderr
+
+
+def test_data_rev_trains_on_an_older_data_version(project, good_run):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "data v1"], cwd=project, check=True)
+    rev1 = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    v1_md5 = mlflow.MlflowClient().get_model_version(MODEL, "1").tags["fmpipe.data_md5"]
+    lines = (project / "tweets.csv").read_bytes().split(b"\r\n")
+    (project / "tweets.csv").write_bytes(b"\r\n".join(lines[:-100]))  # version 2: 99 rows fewer
+    ingest = fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets")
+    assert ingest.returncode == 0 and "new version" in ingest.stdout, ingest.stderr
+    again = fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets")
+    assert "unchanged (no-op)" in again.stdout
+
+    result = fmpipe(project, "run", "--data", "tweets", "--data-rev", rev1)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    newest = max(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+    assert newest.tags["fmpipe.data_md5"] == v1_md5
+    assert newest.tags["fmpipe.data_dvc_commit"] == rev1
+    assert newest.tags["fmpipe.data_source"] == f"data/tweets.csv@{rev1}"

@@ -39,9 +39,15 @@ def test_bad_values_name_the_key_and_the_fix(override, expected):
         load_params(REPO / "params.yaml", [override])
 
 
-def test_missing_labels_is_reported():
-    with pytest.raises(ConfigError, match="validate_data: required setting is missing"):
-        parse_params({})
+def test_labels_may_be_inferred_but_one_label_is_refused():
+    assert parse_params({}).validate_data.labels == []
+    with pytest.raises(ConfigError, match="declare at least two labels"):
+        parse_params({"validate_data": {"labels": ["only"]}})
+
+
+def test_severity_must_be_error_or_warn():
+    with pytest.raises(ConfigError, match=r"validate_data\.severity\.leakage='fatal'"):
+        parse_params({"validate_data": {"severity": {"leakage": "fatal"}}})
 
 
 def test_params_round_trip_through_json(tiny_params):
