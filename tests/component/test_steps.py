@@ -107,3 +107,20 @@ def test_promote_refuses_a_version_that_was_not_blessed(chain):
     with pytest.raises(GateError, match="was not blessed"):
         promote(name, version, "staging", reason="test", actor="test")
     assert current_alias_version(name, "staging") == chain["version"]
+
+
+def test_drift_is_measured_against_the_production_models_data(chain, tiny_csv):
+    """Once a version holds `production`, validation compares new data with its training data."""
+    from components.ingest.ingest import read_splits
+    from components.validate_data.step import drift_checks
+
+    ctx, params = chain["ctx"], chain["params"]
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    data_dir = chain["dirs"]["data"]
+    assert drift_checks(data_dir, params, read_splits(data_dir)) == ([], {})  # no production yet
+    mlflow.MlflowClient().set_registered_model_alias(params.registry.model_name, "production",
+                                                     chain["version"])
+    checks, figures = drift_checks(data_dir, params, read_splits(data_dir))
+    assert [c.rule for c in checks] == ["label_psi", "text_length_ks_pvalue", "oov_rate"]
+    assert all(c.success for c in checks)  # the same data: no drift
+    assert figures["drift_label_psi"] < 1e-9 and figures["drift_oov_rate"] == 0.0
