@@ -153,8 +153,8 @@ def cmd_step(args: argparse.Namespace) -> int:
         blessing = json.loads((art / "evaluation" / "blessing.json").read_text())
         if not blessing["blessed"]:
             raise GateError("the model was not blessed by evaluate; nothing to export")
-        parity = step.run(art / "data", art / "model", art / "onnx", params, ctx)
-        (art / "parity.json").write_text(json.dumps({"passed": parity.passed}))
+        result = step.run(art / "data", art / "model", art / "onnx", params, ctx)
+        (art / "parity.json").write_text(json.dumps({"passed": result.parity.passed}))
     elif name == "register":
         from components.ingest.ingest import file_md5
         from components.ingest.versioning import resolve_source

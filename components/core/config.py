@@ -103,11 +103,39 @@ class FinetuneConfig(_Section):
     num_threads: int = Field(0, ge=0)
 
 
+class ChampionConfig(_Section):
+    """How a challenger must compare with the model holding `alias` to be blessed."""
+
+    alias: str = "production"
+    min_delta: float = Field(0.0, ge=-1, le=1)    # challenger macro-F1 >= champion's + min_delta
+    allow_within_tolerance: bool = False         # or: no worse than champion's - tolerance
+    tolerance: float = Field(0.005, ge=0, le=1)
+    max_slice_regression: float = Field(0.05, ge=0, le=1)  # per scored slice, in macro-F1
+
+
 class EvaluateConfig(_Section):
     batch_size: int = Field(128, ge=1)
     min_accuracy: float = Field(0.0, ge=0, le=1)
     min_macro_f1: float = Field(0.0, ge=0, le=1)
     require_beat_baselines: bool = True
+    calibration_bins: int = Field(10, ge=2, le=100)
+    length_buckets: list[int] = [60, 100, 140]   # text length (chars) bucket edges
+    slices: dict[str, str] = {}                  # slice name -> regex a text must contain
+    min_slice_rows: int = Field(30, ge=1)        # smaller slices are flagged, not scored
+    champion: ChampionConfig = ChampionConfig()
+
+    @model_validator(mode="after")
+    def _valid(self) -> EvaluateConfig:
+        import re
+
+        if self.length_buckets != sorted(set(self.length_buckets)):
+            raise ValueError("length_buckets must be increasing")
+        for name, pattern in self.slices.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"slice {name!r}: bad regex {pattern!r} ({exc})") from None
+        return self
 
 
 class ExportConfig(_Section):
@@ -115,6 +143,10 @@ class ExportConfig(_Section):
     max_abs_logit_diff: float = Field(1e-3, gt=0)
     min_argmax_agreement: float = Field(0.999, ge=0, le=1)
     parity_max_rows: int = Field(0, ge=0)
+    optimize: bool = True        # onnxruntime's transformer optimizer (attention/LayerNorm/GELU fusion)
+    quantize: bool = True        # also try dynamic int8; shipped only if it passes the F1 gate
+    max_quantized_f1_loss: float = Field(0.01, ge=0, le=1)  # vs the PyTorch model, on the test split
+    benchmark: bool = True       # time each variant (batch 1 and 32) and log it
 
 
 class RegistryConfig(_Section):

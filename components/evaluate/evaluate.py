@@ -1,7 +1,9 @@
-"""evaluate: score the model on the test split against two baselines, and decide the blessing."""
+"""evaluate: score the challenger on the test split against baselines and the champion, slice by
+slice, and decide the blessing (a list of checks, each with its figures and verdict)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,59 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
             y_true, y_pred, labels=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def calibration(probs: np.ndarray, y_true: np.ndarray, bins: int) -> dict[str, Any]:
+    """Expected calibration error (top-label, equal-width bins) and the reliability table."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == y_true).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
+        ece += mask.mean() * abs(acc - conf)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "rows": int(mask.sum()),
+                      "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "bins": table}
+
+
+def slice_masks(texts: list[str], cfg: EvaluateConfig) -> dict[str, np.ndarray]:
+    """Boolean row masks: text-length buckets, then the regex slices declared in params."""
+    lengths = np.array([len(t) for t in texts])
+    edges = [0, *cfg.length_buckets, None]
+    masks = {}
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        name = f"length {low}-{high - 1}" if high else f"length {low}+"
+        masks[name] = (lengths >= low) & (lengths < high) if high else lengths >= low
+    for name, pattern in cfg.slices.items():
+        regex = re.compile(pattern)
+        masks[name] = np.array([bool(regex.search(t)) for t in texts])
+    return masks
+
+
+def sliced_metrics(
+    y_true: list[str], y_pred: list[str], masks: dict[str, np.ndarray], labels: list[str], min_rows: int
+) -> dict[str, dict[str, Any]]:
+    """Macro-F1 and accuracy per slice; slices under min_rows are flagged, not scored."""
+    truth, pred = np.asarray(y_true), np.asarray(y_pred)
+    out = {}
+    for name, mask in masks.items():
+        rows = int(mask.sum())
+        if rows < min_rows:
+            out[name] = {"rows": rows, "scored": False, "note": f"fewer than {min_rows} rows"}
+            continue
+        m = classification_metrics(truth[mask].tolist(), pred[mask].tolist(), labels)
+        out[name] = {"rows": rows, "scored": True, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+    return out
 
 
 def baseline_predictions(
@@ -51,9 +106,10 @@ def baseline_predictions(
 @dataclass
 class Check:
     name: str
-    value: float
-    threshold: float
+    value: float | None
+    threshold: float | None
     passed: bool
+    note: str = ""
 
 
 @dataclass
@@ -62,21 +118,60 @@ class Blessing:
     checks: list[Check] = field(default_factory=list)
 
 
+@dataclass
+class Scored:
+    """One model's results on the test split."""
+
+    metrics: dict[str, Any]
+    slices: dict[str, dict[str, Any]]
+    calibration: dict[str, Any] | None = None
+
+
 def decide_blessing(
-    metrics: dict[str, Any], baselines: dict[str, dict[str, Any]], cfg: EvaluateConfig
+    challenger: Scored, baselines: dict[str, dict[str, Any]], cfg: EvaluateConfig,
+    champion: Scored | None = None,
 ) -> Blessing:
-    """The model is blessed only if every check passes (each one kept with its figures)."""
+    """The challenger is blessed only if every check passes; each check keeps its figures."""
+    m = challenger.metrics
     checks = [
-        Check("accuracy >= min_accuracy", metrics["accuracy"], cfg.min_accuracy,
-              metrics["accuracy"] >= cfg.min_accuracy),
-        Check("macro_f1 >= min_macro_f1", metrics["macro_f1"], cfg.min_macro_f1,
-              metrics["macro_f1"] >= cfg.min_macro_f1),
+        Check("accuracy >= min_accuracy", m["accuracy"], cfg.min_accuracy,
+              m["accuracy"] >= cfg.min_accuracy),
+        Check("macro_f1 >= min_macro_f1", m["macro_f1"], cfg.min_macro_f1,
+              m["macro_f1"] >= cfg.min_macro_f1),
     ]
     if cfg.require_beat_baselines:
         for name, base in baselines.items():
-            checks.append(Check(f"macro_f1 > {name} baseline", metrics["macro_f1"],
-                                base["macro_f1"], metrics["macro_f1"] > base["macro_f1"]))
+            checks.append(Check(f"macro_f1 > {name} baseline", m["macro_f1"], base["macro_f1"],
+                                m["macro_f1"] > base["macro_f1"]))
+    if champion is not None:
+        policy = cfg.champion
+        best = champion.metrics["macro_f1"]
+        needed = best - policy.tolerance if policy.allow_within_tolerance else best + policy.min_delta
+        how = f"within {policy.tolerance}" if policy.allow_within_tolerance else f"by {policy.min_delta}"
+        checks.append(Check(f"macro_f1 vs champion ({how})", m["macro_f1"], needed,
+                            m["macro_f1"] >= needed))
+        for name, ours in challenger.slices.items():
+            theirs = champion.slices.get(name, {})
+            if not (ours.get("scored") and theirs.get("scored")):
+                continue
+            floor = theirs["macro_f1"] - policy.max_slice_regression
+            checks.append(Check(f"slice '{name}' regression <= {policy.max_slice_regression}",
+                                ours["macro_f1"], floor, ours["macro_f1"] >= floor))
     return Blessing(blessed=all(c.passed for c in checks), checks=checks)
+
+
+def score(
+    logits: np.ndarray, labels: list[str], test_texts: list[str], test_labels: list[str],
+    cfg: EvaluateConfig,
+) -> Scored:
+    predicted = [labels[i] for i in logits.argmax(axis=1)]
+    truth_idx = np.array([labels.index(t) if t in labels else -1 for t in test_labels])
+    masks = slice_masks(test_texts, cfg)
+    return Scored(
+        metrics=classification_metrics(test_labels, predicted, labels),
+        slices=sliced_metrics(test_labels, predicted, masks, labels, cfg.min_slice_rows),
+        calibration=calibration(softmax(logits), truth_idx, cfg.calibration_bins),
+    )
 
 
 @dataclass
@@ -85,42 +180,34 @@ class Evaluation:
     model: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
     blessing: Blessing
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] | None = None  # version, metrics and slices of the champion, if any
 
 
 def evaluate(
     model_dir: Path, train_texts: list[str], train_labels: list[str],
     test_texts: list[str], test_labels: list[str], cfg: EvaluateConfig, max_length: int,
     bf16: bool = True, task: TextClassificationTask | None = None,
+    champion: tuple[str, np.ndarray, list[str]] | None = None,
 ) -> Evaluation:
+    """Score the model; `champion` is (version, its logits on the same test texts, its labels)."""
     task = task or TextClassificationTask()
     tokenizer, model, labels = task.load_finetuned(model_dir)
     logits = task.predict_logits(model, tokenizer, test_texts, max_length, cfg.batch_size, bf16)
-    predicted = [labels[i] for i in logits.argmax(axis=1)]
-    model_metrics = classification_metrics(test_labels, predicted, labels)
+    challenger = score(logits, labels, test_texts, test_labels, cfg)
     baselines = {
         name: classification_metrics(test_labels, preds, labels)
         for name, preds in baseline_predictions(train_texts, train_labels, test_texts).items()
     }
-    return Evaluation(labels, model_metrics, baselines, decide_blessing(model_metrics, baselines, cfg))
-
-
-def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(confusion)
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=30)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black")
-    ax.set_title("Confusion matrix (test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    champ_scored, champ_info = None, None
+    if champion is not None:
+        version, champ_logits, champ_labels = champion
+        if champ_labels == labels:
+            champ_scored = score(champ_logits, labels, test_texts, test_labels, cfg)
+            champ_info = {"version": version, "metrics": champ_scored.metrics, "slices": champ_scored.slices}
+        else:
+            champ_info = {"version": version, "skipped": f"label set differs: {champ_labels}"}
+    blessing = decide_blessing(challenger, baselines, cfg, champ_scored)
+    return Evaluation(labels, challenger.metrics, baselines, blessing, challenger.slices,
+                      challenger.calibration or {}, champ_info)

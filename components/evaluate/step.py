@@ -1,40 +1,65 @@
-"""The evaluate step as the pipeline runs it: metrics, baselines, plot, blessing."""
+"""The evaluate step as the pipeline runs it: metrics, slices, calibration, baselines, the champion,
+plots and the blessing."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.evaluate.evaluate import Evaluation, evaluate, plot_confusion
+from components.evaluate.champion import champion_logits
+from components.evaluate.evaluate import Evaluation, evaluate
+from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
 from components.ingest.ingest import LABEL, TEXT, read_splits
 
 BLESSING_FILE = "blessing.json"
 
 
 def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: RunContext) -> Evaluation:
-    """Evaluate; write evaluation.json, blessing.json and the confusion-matrix PNG into out_dir."""
+    """Evaluate; write evaluation.json, blessing.json and the PNG plots into out_dir."""
     splits = read_splits(data_dir)
-    with step_run(ctx, "evaluate") as track:
+    test_texts = splits["test"][TEXT].tolist()
+    cfg = params.evaluate
+    with step_run(ctx, "evaluate") as track, tempfile.TemporaryDirectory() as tmp:
+        champion = champion_logits(params.registry.model_name, cfg.champion.alias, test_texts, Path(tmp))
         result = evaluate(
             model_dir, splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
-            splits["test"][TEXT].tolist(), splits["test"][LABEL].tolist(),
-            params.evaluate, params.finetune.max_length, params.finetune.bf16,
+            test_texts, splits["test"][LABEL].tolist(), cfg, params.finetune.max_length,
+            params.finetune.bf16, champion=champion,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(json.dumps(asdict(result), indent=1))
         (out_dir / BLESSING_FILE).write_text(json.dumps(asdict(result.blessing), indent=1))
         plot_confusion(result.model["confusion_matrix"], result.labels, out_dir / "confusion_matrix.png")
+        plot_reliability(result.calibration, out_dir / "reliability.png")
+        champion_slices = (result.champion or {}).get("slices")
+        plot_slices(result.slices, out_dir / "slices.png", champion_slices)
         track.artifact(out_dir, "evaluation")
+
         headline = {f"test_{k}": result.model[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+        headline["test_ece"] = result.calibration["ece"]
         for name, base in result.baselines.items():
             headline[f"baseline_{name}_macro_f1"] = base["macro_f1"]
+        if result.champion and "metrics" in result.champion:
+            headline["champion_macro_f1"] = result.champion["metrics"]["macro_f1"]
         headline["blessed"] = float(result.blessing.blessed)
         track.metrics(headline, parent=True)
+        track.metrics({f"slice_{name.replace(' ', '_').replace('+', 'plus')}_macro_f1": s["macro_f1"]
+                       for name, s in result.slices.items() if s.get("scored")})
+        tags = {"fmpipe.blessed": str(result.blessing.blessed).lower()}
+        if result.champion:
+            tags["fmpipe.champion_version"] = result.champion["version"]
+        track.tags(tags, parent=True)
+        failed = [c.name for c in result.blessing.checks if not c.passed]
+        champ = (f", champion v{result.champion['version']} "
+                 f"{result.champion['metrics']['macro_f1']:.4f}" if result.champion
+                 and "metrics" in result.champion else "")
         note(f"evaluate: macro-F1 {result.model['macro_f1']:.4f} (tfidf "
              f"{result.baselines['tfidf_logreg']['macro_f1']:.4f}, majority "
-             f"{result.baselines['majority']['macro_f1']:.4f}); blessed: {result.blessing.blessed}")
-        track.tags({"fmpipe.blessed": str(result.blessing.blessed).lower()}, parent=True)
+             f"{result.baselines['majority']['macro_f1']:.4f}{champ}), ECE "
+             f"{result.calibration['ece']:.3f}; blessed: {result.blessing.blessed}"
+             + (f" (failed: {'; '.join(failed)})" if failed else ""))
     return result

@@ -18,8 +18,9 @@ def export_onnx(
     from components.export_onnx import step
 
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
-    parity = exit_on_user_error(
+    result = exit_on_user_error(
         step.run, Path(dataset.path), Path(model.path), Path(onnx_model.path), params, ctx)
-    onnx_model.metadata.update({"max_abs_logit_diff": parity.max_abs_logit_diff,
-                                "argmax_agreement": parity.argmax_agreement})
-    return parity.passed
+    onnx_model.metadata.update({"variant": result.shipped,
+                                "max_abs_logit_diff": result.parity.max_abs_logit_diff,
+                                "argmax_agreement": result.parity.argmax_agreement})
+    return result.parity.passed

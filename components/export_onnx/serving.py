@@ -16,7 +16,8 @@ SERVING_FILE = "serving.json"  # {"labels": [...], "max_length": N}
 
 
 class OnnxTextClassifier:
-    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0,
+                 model_file: str | Path | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -27,8 +28,9 @@ class OnnxTextClassifier:
         options = ort.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+            str(model_file or model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)

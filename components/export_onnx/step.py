@@ -1,31 +1,46 @@
-"""The export_onnx step as the pipeline runs it: export, parity on the test split, smoke check."""
+"""The export_onnx step as the pipeline runs it: variants, parity, the int8 gate, smoke check,
+timings."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.task import TextClassificationTask
 from components.core.tracking import RunContext, note, step_run
-from components.export_onnx.export import Parity, check_parity, export_onnx, serving_smoke_check
-from components.ingest.ingest import TEXT, read_splits
+from components.export_onnx.export import ExportResult, export_and_check
+from components.ingest.ingest import LABEL, TEXT, read_splits
 
 
-def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext) -> Parity:
+def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext) -> ExportResult:
+    """Export; the returned result's parity.passed (and the smoke check) gate registration."""
     cfg, max_length = params.export_onnx, params.finetune.max_length
-    test_texts = read_splits(data_dir)["test"][TEXT].tolist()
-    with step_run(ctx, "export_onnx") as track:
-        export_onnx(model_dir, onnx_dir, cfg.opset, max_length)
-        parity = check_parity(model_dir, onnx_dir, test_texts, cfg, max_length)
-        smoke = serving_smoke_check(onnx_dir, list(TextClassificationTask.canary_inputs))
-        parity.passed = parity.passed and bool(smoke["passed"])
-        track.params({"opset": cfg.opset})
-        track.metrics({"parity_max_abs_logit_diff": parity.max_abs_logit_diff,
-                       "parity_argmax_agreement": parity.argmax_agreement,
-                       "parity_passed": float(parity.passed),
-                       "smoke_passed": float(bool(smoke["passed"]))}, parent=True)
-        note(f"export_onnx: max |logit diff| {parity.max_abs_logit_diff:.2e}, argmax agreement "
-             f"{parity.argmax_agreement:.4f}, smoke check {'ok' if smoke['passed'] else 'FAILED'}")
-        track.json({"parity": asdict(parity), "smoke": smoke}, "export_checks.json")
-    return parity
+    test = read_splits(data_dir)["test"]
+    with step_run(ctx, "export_onnx") as track, tempfile.TemporaryDirectory() as work:
+        result = export_and_check(model_dir, onnx_dir, Path(work), test[TEXT].tolist(),
+                                  test[LABEL].tolist(), cfg, max_length)
+        result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
+        track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize})
+        figures = {"parity_max_abs_logit_diff": result.parity.max_abs_logit_diff,
+                   "parity_argmax_agreement": result.parity.argmax_agreement,
+                   "parity_passed": float(result.parity.passed),
+                   "smoke_passed": float(bool(result.smoke["passed"]))}
+        figures.update({f"onnx_macro_f1_{k}": v for k, v in result.macro_f1.items()})
+        if result.int8_f1_loss is not None:
+            figures["int8_macro_f1_loss"] = result.int8_f1_loss
+        for name, t in result.timings.items():
+            figures[f"latency_b1_ms_{name}"] = t["b1_ms"]
+            figures[f"throughput_b32_seq_s_{name}"] = t["b32_seq_per_s"]
+        track.metrics(figures, parent=True)
+        track.tags({"fmpipe.onnx_variant": result.shipped}, parent=True)
+        track.json(asdict(result), "export_checks.json")
+        shipped = result.timings.get(f"onnx_{result.shipped}", {})
+        torch_b1 = result.timings.get("torch_fp32", {}).get("b1_ms", 0.0)
+        speed = f"; batch 1 {shipped['b1_ms']:.1f} ms vs torch fp32 {torch_b1:.1f} ms" if shipped else ""
+        note(f"export_onnx: parity max |logit diff| {result.parity.max_abs_logit_diff:.2e}, argmax "
+             f"agreement {result.parity.argmax_agreement:.4f}; shipped '{result.shipped}' "
+             + (f"(int8 macro-F1 loss {result.int8_f1_loss:+.4f}) "
+                if result.int8_f1_loss is not None else "")
+             + f"smoke check {'ok' if result.smoke['passed'] else 'FAILED'}{speed}")
+    return result

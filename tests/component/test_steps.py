@@ -31,7 +31,8 @@ def chain(tmp_path_factory, tiny_csv, tiny_params):
     out["validation"] = validate_step.run(d["data"], d["validation"], tiny_params, ctx)
     out["finetune"] = finetune_step.run(d["data"], d["model"], tiny_params, ctx)
     out["evaluation"] = evaluate_step.run(d["data"], d["model"], d["evaluation"], tiny_params, ctx)
-    out["parity"] = export_step.run(d["data"], d["model"], d["onnx"], tiny_params, ctx)
+    out["export"] = export_step.run(d["data"], d["model"], d["onnx"], tiny_params, ctx)
+    out["parity"] = out["export"].parity
     out["version"] = registry_step.run_register(
         d["onnx"], tiny_params, ctx, out["ingest"]["data_md5"], True, out["parity"].passed,
         {"test_macro_f1": out["evaluation"].model["macro_f1"]})
@@ -83,6 +84,22 @@ def test_onnx_export_matches_pytorch(chain):
     assert parity.rows == chain["ingest"]["rows"]["test"]
 
 
+def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain):
+    import onnx
+
+    result, params = chain["export"], chain["params"]
+    assert result.fused.get("Attention", 0) == 2 and result.fused.get("SkipLayerNormalization", 0) > 0
+    assert set(result.macro_f1) == {"torch", "fp32", "optimized", "int8"}
+    assert result.int8_f1_loss == result.macro_f1["torch"] - result.macro_f1["int8"]
+    expected = "int8" if result.int8_f1_loss <= params.export_onnx.max_quantized_f1_loss else "optimized"
+    assert result.shipped == expected
+    shipped = onnx.load(str(chain["dirs"]["onnx"] / "model.onnx"))
+    quantized = any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in shipped.graph.node)
+    assert quantized == (expected == "int8")
+    assert set(result.timings) == {"torch_fp32", "torch_bf16", "onnx_fp32", "onnx_optimized", "onnx_int8"}
+    assert result.smoke["passed"] and not result.smoke["torch_loaded"]
+
+
 def test_registered_version_is_servable_from_the_registry_alone(chain):
     ctx, params = chain["ctx"], chain["params"]
     mlflow.set_tracking_uri(ctx.tracking_uri)
@@ -124,3 +141,16 @@ def test_drift_is_measured_against_the_production_models_data(chain, tiny_csv):
     assert [c.rule for c in checks] == ["label_psi", "text_length_ks_pvalue", "oov_rate"]
     assert all(c.success for c in checks)  # the same data: no drift
     assert figures["drift_label_psi"] < 1e-9 and figures["drift_oov_rate"] == 0.0
+
+
+def test_evaluate_compares_the_challenger_with_the_production_champion(chain, tmp_path):
+    """Runs after the drift test put `production` on the registered version."""
+    ctx, params, d = chain["ctx"], chain["params"], chain["dirs"]
+    result = evaluate_step.run(d["data"], d["model"], tmp_path / "eval", params, ctx)
+    assert result.champion["version"] == chain["version"]
+    # The champion is this very model, served from its ONNX artifact: nearly the same score.
+    assert abs(result.champion["metrics"]["macro_f1"] - result.model["macro_f1"]) < 0.05
+    names = [c.name for c in result.blessing.checks]
+    assert any(n.startswith("macro_f1 vs champion") for n in names)
+    for png in ("confusion_matrix.png", "reliability.png", "slices.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 1000
