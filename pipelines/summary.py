@@ -26,15 +26,27 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
     if "test_macro_f1" in m:
         lines.append("  test split                macro-F1   accuracy")
         lines.append(f"    model                   {m['test_macro_f1']:.4f}     {m['test_accuracy']:.4f}")
+        if "champion_macro_f1" in m:
+            champion = f"champion (v{t.get('fmpipe.champion_version', '?')})"
+            lines.append(f"    {champion:<24}{m['champion_macro_f1']:.4f}")
         for name in ("tfidf_logreg", "majority"):
             key = f"baseline_{name}_macro_f1"
             if key in m:
                 lines.append(f"    baseline {name:<12}   {m[key]:.4f}")
-        lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}")
+        ece = f" (calibration error {m['test_ece']:.3f})" if "test_ece" in m else ""
+        lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}{ece}")
     if "parity_max_abs_logit_diff" in m:
         lines.append(f"  ONNX parity: max |logit diff| {m['parity_max_abs_logit_diff']:.2e}, "
                      f"argmax agreement {m['parity_argmax_agreement']:.4f}, "
                      f"passed: {bool(m.get('parity_passed'))}")
+        variant = t.get("fmpipe.onnx_variant")
+        if variant:
+            b1 = m.get(f"latency_b1_ms_onnx_{variant}")
+            torch_b1 = m.get("latency_b1_ms_torch_fp32")
+            speed = f", batch-1 latency {b1:.1f} ms vs PyTorch {torch_b1:.1f} ms" if b1 and torch_b1 else ""
+            loss = (f", int8 macro-F1 loss {m['int8_macro_f1_loss']:+.4f}"
+                    if "int8_macro_f1_loss" in m else "")
+            lines.append(f"  shipped ONNX variant: {variant}{loss}{speed}")
     version = t.get("fmpipe.model_version")
     if version:
         aliases = [k.split(".")[-1] for k, v in t.items() if k.startswith("fmpipe.alias.") and v == version]

@@ -123,8 +123,8 @@ def select_variant(result: ExportResult, cfg: ExportConfig) -> str:
     return base
 
 
-def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threads: int = 0
-                  ) -> dict[str, dict[str, float]]:
+def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threads: int = 0,
+                  repeats: tuple[int, int] = (10, 3)) -> dict[str, dict[str, float]]:
     """Latency at batch 1 and throughput at batch 32 (fixed-length rows of `seq` tokens), next to
     PyTorch eager fp32 and bf16 autocast measured in the same process."""
     import onnxruntime as ort
@@ -148,10 +148,10 @@ def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threa
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     for name, bf16 in (("torch_fp32", False), ("torch_bf16", True)):
         times = {}
-        for batch, repeats in ((1, 10), (32, 3)):
+        for batch, n in zip((1, 32), repeats, strict=True):
             tensors = {k: torch.from_numpy(v) for k, v in feeds[batch].items()}
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                times[batch] = clock(lambda t=tensors: model(**t), repeats)
+                times[batch] = clock(lambda t=tensors: model(**t), n)
         out[name] = {"b1_ms": times[1] * 1000, "b32_seq_per_s": 32 / times[32]}
     for name, path in paths.items():
         options = ort.SessionOptions()
@@ -161,8 +161,8 @@ def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threa
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         wanted = [i.name for i in session.get_inputs()]
         one, many = ({k: feeds[b][k] for k in wanted} for b in (1, 32))
-        b1 = clock(lambda s=session, f=one: s.run(None, f), 10)
-        b32 = clock(lambda s=session, f=many: s.run(None, f), 3)
+        b1 = clock(lambda s=session, f=one: s.run(None, f), repeats[0])
+        b32 = clock(lambda s=session, f=many: s.run(None, f), repeats[1])
         out[f"onnx_{name}"] = {"b1_ms": b1 * 1000, "b32_seq_per_s": 32 / b32}
     return out
 

@@ -1,0 +1,91 @@
+"""Inference speed of the exported model: each ONNX variant against PyTorch, in the same run.
+
+Goal (issue 5): the artifact that ships runs at batch 1 at least 2.5x PyTorch eager fp32, and at
+batch 32 at least as fast as PyTorch bf16 autocast (sequence length 128, MiniLM classifier).
+Quality (macro-F1 loss of int8) is measured by the pipeline's export step on the real test split;
+pass --data-dir (an ingest output with test.parquet) and --model-dir (a fine-tuned model) to
+measure it here too.
+
+    .venv/bin/python bench/bench_onnx.py [--model-dir DIR] [--data-dir DIR] [--repeats 30 8]
+
+Ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.env import apply_defaults  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", help="a fine-tuned model dir (default: MiniLM + a fresh head)")
+    parser.add_argument("--data-dir", help="an ingest output dir with test.parquet, to measure F1 loss")
+    parser.add_argument("--repeats", type=int, nargs=2, default=[30, 8], metavar=("B1", "B32"))
+    args = parser.parse_args()
+    apply_defaults(Path(__file__).resolve().parents[1])
+
+    from components.core.config import ExportConfig
+    from components.core.task import TextClassificationTask, save_labels
+    from components.export_onnx.export import build_variants, macro_f1, time_variants, write_serving_files
+    from components.export_onnx.serving import OnnxTextClassifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = Path(args.model_dir) if args.model_dir else work / "model"
+        if not args.model_dir:
+            labels = ["negative", "neutral", "positive"]
+            tokenizer, model = TextClassificationTask().load_pretrained("minilm", labels)
+            model.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            save_labels(model_dir, labels)
+        paths, fused = build_variants(model_dir, work, ExportConfig())
+        print(f"fused operators: {fused}")
+        timings = time_variants(paths, model_dir, seq=128, repeats=tuple(args.repeats))
+
+        figures: dict[str, float] = {}
+        torch_b1 = timings["torch_fp32"]["b1_ms"]
+        torch_bf16_b32 = timings["torch_bf16"]["b32_seq_per_s"]
+        print(f"{'variant':16s} {'batch 1 (ms)':>13s} {'x fp32':>7s} {'batch 32 (seq/s)':>17s} "
+              f"{'x bf16':>7s}")
+        for name, t in timings.items():
+            b1_ratio, b32_ratio = torch_b1 / t["b1_ms"], t["b32_seq_per_s"] / torch_bf16_b32
+            print(f"{name:16s} {t['b1_ms']:13.1f} {b1_ratio:7.2f} {t['b32_seq_per_s']:17.1f} "
+                  f"{b32_ratio:7.2f}")
+            figures[f"{name}_b1_ms"] = round(t["b1_ms"], 2)
+            figures[f"{name}_b32_seq_per_s"] = round(t["b32_seq_per_s"], 1)
+            figures[f"{name}_b1_ratio_vs_torch_fp32"] = round(b1_ratio, 2)
+            figures[f"{name}_b32_ratio_vs_torch_bf16"] = round(b32_ratio, 2)
+
+        if args.data_dir:
+            import pandas as pd
+
+            test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
+            task = TextClassificationTask()
+            tokenizer, model, labels = task.load_finetuned(model_dir)
+            reference = task.predict_logits(model, tokenizer, test["text"].tolist(), 64)
+            write_serving_files(model_dir, work / "serve", 64, "bench")
+            figures["macro_f1_torch"] = macro_f1(reference, labels, test["label"].tolist())
+            for name, path in paths.items():
+                logits = OnnxTextClassifier(work / "serve", model_file=path).logits(test["text"].tolist())
+                figures[f"macro_f1_{name}"] = macro_f1(logits, labels, test["label"].tolist())
+            print(f"macro-F1 on {len(test)} test rows: "
+                  + ", ".join(f"{k[9:]} {v:.4f}" for k, v in figures.items() if k.startswith("macro_f1")))
+
+        shipped = "onnx_int8"
+        figures["ratio"] = figures[f"{shipped}_b1_ratio_vs_torch_fp32"]
+        figures["ratio_b32_vs_bf16"] = figures[f"{shipped}_b32_ratio_vs_torch_bf16"]
+        print(f"shipped variant (int8): batch 1 {figures['ratio']:.2f}x torch fp32 (goal >= 2.5), "
+              f"batch 32 {figures['ratio_b32_vs_bf16']:.2f}x torch bf16 (goal >= 1.0)")
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
