@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from components.core.errors import FmpipeError
+from pipelines.cli_registry import add_registry_commands
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
 ARTIFACTS = Path("artifacts")
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--name", help="name under data/ (default: data.name in params)")
     ingest.add_argument("--no-push", action="store_true", help="don't push to the DVC remote")
     ingest.set_defaults(func=cmd_data_ingest)
+    add_registry_commands(sub)
     return parser
 
 

@@ -145,7 +145,7 @@ def step_run(ctx: RunContext, step: str) -> Iterator[StepTracker]:
     parent = parent_run_id(ctx)
     started = time.perf_counter()
     with mlflow.start_run(
-        run_name=step, nested=True, parent_run_id=parent,
+        run_name=step, nested=True, parent_run_id=parent, experiment_id=connect(ctx),
         tags={PIPELINE_RUN_TAG: ctx.pipeline_run_id, STEP_TAG: step, KIND_TAG: "step"},
     ) as run:
         tracker = StepTracker(run.info.run_id, parent)

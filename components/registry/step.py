@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 
-from components.core.config import Params
+from components.core.config import Params, RegistryConfig
 from components.core.tracking import RunContext, note, step_run
+from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
     BLESSED_TAG,
     PARITY_TAG,
+    PRODUCTION,
+    STAGING,
     AliasMove,
+    MoveLimits,
+    challenger_beats_champion,
+    current_alias_version,
     params_digest,
     promote,
     register_model,
 )
 
 
+def bound_registry_calls(cfg: RegistryConfig, tracking_uri: str) -> None:
+    """Bound every MLflow HTTP call (the user's own MLFLOW_HTTP_* settings win), then fail fast if
+    the server is down: before a step opens its run, so no run is left RUNNING."""
+    for key, value in http_limits_env(cfg.server_timeout_s, cfg.server_retries).items():
+        os.environ.setdefault(key, value)
+    check_reachable(tracking_uri, cfg.server_timeout_s)
+
+
 def run_register(
     onnx_dir: Path, params: Params, ctx: RunContext, data_md5: str, blessed: bool,
     parity_passed: bool, metrics: dict[str, float],
 ) -> str:
+    bound_registry_calls(params.registry, ctx.tracking_uri)
     with step_run(ctx, "register") as track:
         tags = {
             **ctx.lineage_tags(),  # pipeline run, git commit, data source, .dvc commit, data rev
@@ -38,11 +54,38 @@ def run_register(
 
 
 def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
+    """Move `promote_alias` (staging) to the new version; with `auto_promote_production`, also
+    production when the new version beats it. Both moves are compare-and-set and recorded."""
+    cfg = params.registry
+    bound_registry_calls(cfg, ctx.tracking_uri)
+    limits = MoveLimits(cfg.lock_wait_s, cfg.lock_lease_s)
+    actor = f"pipeline:{ctx.pipeline_run_id}"
     with step_run(ctx, "promote") as track:
-        move = promote(params.registry.model_name, version, params.registry.promote_alias,
-                       reason="blessed and parity-checked by the pipeline",
-                       actor=f"pipeline:{ctx.pipeline_run_id}")
+        move = promote(cfg.model_name, version, cfg.promote_alias,
+                       reason="blessed and parity-checked by the pipeline", actor=actor, limits=limits)
         track.json(asdict(move), "alias_move.json")
         note(f"promote: alias '{move.alias}' -> version {version} (was {move.previous})")
         track.tags({f"fmpipe.alias.{move.alias}": version}, parent=True)
+        if cfg.auto_promote_production and cfg.promote_alias == STAGING:
+            prod = _auto_promote_production(cfg.model_name, version, actor, limits)
+            if prod is not None:
+                track.json(asdict(prod), "production_move.json")
+                track.tags({f"fmpipe.alias.{PRODUCTION}": version}, parent=True)
+    return move
+
+
+def _auto_promote_production(model: str, version: str, actor: str, limits: MoveLimits) -> AliasMove | None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    champion = current_alias_version(model, PRODUCTION, client)
+    champion_tags = client.get_model_version(model, champion).tags if champion else None
+    wins, why = challenger_beats_champion(client.get_model_version(model, version).tags, champion_tags)
+    if not wins:
+        note(f"promote: production stays on version {champion}: {why}")
+        return None
+    # expected=champion: if production moved since we compared, the comparison is void.
+    move = promote(model, version, PRODUCTION, reason=f"auto-promotion policy: {why}", actor=actor,
+                   expected=champion, limits=limits)
+    note(f"promote: alias 'production' -> version {version} (was {champion}): {why}")
     return move

@@ -1,0 +1,200 @@
+"""`fmpipe promote | rollback | history | status`: people moving models through staging to production.
+
+  fmpipe promote MODEL --version N --to production --reason "..."   (compare-and-set, recorded)
+  fmpipe rollback MODEL                                              production back one step
+  fmpipe history MODEL                                               every alias move: when, who, why
+  fmpipe status                                                      models, aliases, headline metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.core.errors import FmpipeError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from components.core.config import RegistryConfig
+    from components.registry.registry import AliasMove, Expected, MoveLimits
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return f"user:{user}@{socket.gethostname()}"
+
+
+def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
+    """The registry named by params (registry.tracking_uri, else the repo's sqlite), reachable."""
+    from mlflow import MlflowClient
+
+    from components.core.config import load_params
+    from components.core.tracking import default_tracking_uri
+    from components.registry.step import bound_registry_calls
+    from pipelines.env import apply_defaults
+
+    root = Path(args.params).resolve().parent
+    apply_defaults(root)
+    cfg = load_params(args.params, args.set or []).registry
+    uri = cfg.tracking_uri or default_tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise FmpipeError(f"no MLflow registry at {uri} yet: run `fmpipe run` first, or point "
+                          "registry.tracking_uri at your server (-S registry.tracking_uri=http://...)")
+    bound_registry_calls(cfg, uri)
+    return cfg, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def _one_line_errors(client: MlflowClient) -> Iterator[None]:
+    """An MLflow failure (a model that is not there, a server that stopped answering) as one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        text = str(exc)
+        if any(s in text for s in ("timed out", "Max retries exceeded", "ConnectionError")):
+            why = "a request timed out" if "timed out" in text else "the connection failed"
+            raise FmpipeError(f"the MLflow tracking server at {client.tracking_uri} stopped answering "
+                              f"({why}); a move cut short is settled by `fmpipe history` once it is back"
+                              ) from None
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise FmpipeError(f"MLflow: {first[:400]}") from None
+
+
+def _limits(cfg: RegistryConfig) -> MoveLimits:
+    from components.registry.registry import MoveLimits
+
+    return MoveLimits(cfg.lock_wait_s, cfg.lock_lease_s)
+
+
+def _expected(text: str | None) -> Expected:
+    from components.registry.registry import CURRENT
+
+    if text is None:
+        return CURRENT
+    return None if text.lower() == "none" else text
+
+
+def _say(move: AliasMove) -> str:
+    if move.seq is None:
+        return f"{move.model_name}: '{move.alias}' is already on version {move.version}; nothing to do"
+    was = "not set" if move.previous is None else f"version {move.previous}"
+    return (f"{move.model_name}: '{move.alias}' -> version {move.version} (was {was}); "
+            f"history entry #{move.seq}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from components.registry.registry import promote, promote_across
+
+    cfg, client = _connect(args)
+    with _one_line_errors(client):
+        if args.to_model:
+            move = promote_across(args.model, args.version, args.to_model, args.to, args.reason, _actor(),
+                                  expected=_expected(args.expect), client=client, limits=_limits(cfg))
+        else:
+            move = promote(args.model, args.version, args.to, args.reason, _actor(),
+                           expected=_expected(args.expect), client=client, limits=_limits(cfg))
+    print(_say(move))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from components.registry.registry import rollback
+
+    cfg, client = _connect(args)
+    with _one_line_errors(client):
+        move = rollback(args.model, _actor(), args.reason or "", alias=args.alias, client=client,
+                        limits=_limits(cfg))
+    print(_say(move))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from components.registry.history import read_history
+
+    cfg, client = _connect(args)
+    with _one_line_errors(client):
+        entries = read_history(client, args.model, _actor(), cfg.lock_lease_s)
+    entries = [e for e in entries if args.alias in (None, e.alias)]
+    if not entries:
+        print(f"{args.model}: no alias moves recorded")
+        return 0
+    print(f"{'#':>4}  {'when (UTC)':20}  {'alias':10}  {'version':>7}  {'from':>4}  {'action':8}  "
+          f"{'by':30}  why")
+    for e in entries:
+        # Refused and interrupted attempts are listed too (audit), with the version in brackets.
+        version = e.version if e.state == "done" else f"({e.version})"
+        why = e.reason + (f" [{e.state}, no change]" if e.state != "done" else "")
+        why += f" [copied from {e.source}]" if e.source else ""
+        why += f" [{e.note}]" if e.note else ""
+        print(f"{e.seq:>4}  {e.at:20}  {e.alias:10}  {version:>7}  {e.previous or '-':>4}  "
+              f"{e.action:8}  {e.actor:30}  {why}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from components.registry.registry import registry_status
+
+    cfg, client = _connect(args)
+    with _one_line_errors(client):
+        models = registry_status(client, _actor(), cfg.lock_lease_s, args.model)
+    if not models:
+        print("no registered models")
+    for m in models:
+        print(f"{m.name}  (latest version {m.latest_version or '-'}, {m.moves} alias moves recorded)")
+        if not m.aliases:
+            print("  no aliases set")
+        for a in m.aliases:
+            metrics = "  ".join(f"{k}={v}" for k, v in a.metrics.items()) or "no metrics"
+            since = f"since {a.since} by {a.by}" if a.since else "not in fmpipe's history"
+            print(f"  {a.alias:10}  version {a.version:>4}  {metrics}  ({since})")
+    return 0
+
+
+def add_registry_commands(sub: Any) -> None:
+    """Add the registry subcommands to `fmpipe`'s subparsers."""
+
+    def parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                       help="override a param: -S registry.tracking_uri=http://host:5000 (repeatable)")
+        return p
+
+    promote = parser("promote", "move an alias (staging, production) to a model version")
+    promote.add_argument("model", help="registered model name")
+    promote.add_argument("--version", required=True, help="the version to promote")
+    promote.add_argument("--to", required=True, choices=("staging", "production"), help="the alias")
+    promote.add_argument("--reason", required=True, help="why (kept in the history)")
+    promote.add_argument("--expect", metavar="VERSION|none",
+                         help="the version the alias must still be on, else nothing changes "
+                         "(default: the one it is on when the command starts)")
+    promote.add_argument("--to-model", metavar="NAME",
+                         help="environment separation: copy the version into registered model NAME "
+                         "(e.g. MODEL-prod) and move the alias there")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = parser("rollback", "put an alias (production) back on the version it held before")
+    rollback.add_argument("model", help="registered model name")
+    rollback.add_argument("--alias", default="production", help="default: production")
+    rollback.add_argument("--reason", help="why (kept in the history)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    history = parser("history", "every alias move of a model: when, which version, from which, who, why")
+    history.add_argument("model", help="registered model name")
+    history.add_argument("--alias", help="only this alias")
+    history.set_defaults(func=cmd_history)
+
+    status = parser("status", "registered models, which version holds which alias, headline metrics")
+    status.add_argument("model", nargs="?", help="only this model")
+    status.set_defaults(func=cmd_status)
