@@ -105,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
-    out = compile_pipeline(Path(args.output))
+    params, _ = _load(args)
+    out = compile_pipeline(Path(args.output), params)
     print(f"wrote {out}")
     return 0
 
@@ -140,10 +141,14 @@ def cmd_step(args: argparse.Namespace) -> int:
         from components.validate_data import step
 
         step.run(art / "data", art / "validation", params, ctx)
+    elif name == "pretrain":
+        from components.pretrain import step
+
+        step.run(art / "data", art / "pretrained", params, ctx)
     elif name == "finetune":
         from components.finetune import step
 
-        step.run(art / "data", art / "model", params, ctx)
+        step.run(art / "data", art / "model", params, ctx, base_model_dir=art / "pretrained")
     elif name == "evaluate":
         from components.evaluate import step
 
@@ -178,7 +183,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
-STEP_NAMES = ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote")
+from pipelines.steps import STEPS as STEP_NAMES  # noqa: E402 - the DAG's steps, in its order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("name", choices=STEP_NAMES)
     step.set_defaults(func=cmd_step)
 
-    comp = sub.add_parser("compile", help="write the KFP IR YAML for a Kubeflow cluster")
+    comp = with_params(sub.add_parser("compile", help="write the KFP IR YAML for a Kubeflow cluster "
+                                      "(training resources come from params)"))
     comp.add_argument("-o", "--output", default=str(DEFAULT_COMPILED), help="output YAML path")
     comp.set_defaults(func=cmd_compile)
 

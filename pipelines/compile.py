@@ -4,10 +4,11 @@ from pathlib import Path
 
 from kfp import compiler
 
-from pipelines.dag import training_pipeline
+from components.core.config import Params
+from pipelines.dag import build_pipeline
 
 
-def compile_pipeline(out: Path) -> Path:
+def compile_pipeline(out: Path, params: Params | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, str(out))
+    compiler.Compiler().compile(build_pipeline(params), str(out))
     return out

@@ -1,36 +1,55 @@
-"""The KFP v2 DAG: wiring only. Quality gates are parameters (params_json), not code here."""
+"""The KFP v2 DAG: wiring only. Quality gates are parameters (params_json), not code here.
+
+Resource requests (CPU, memory, accelerator) are part of the compiled pipeline, so the DAG is
+built from params: `build_pipeline(params)`.
+"""
+
 
 from kfp import dsl
 
+from components.core.config import Params
 from components.evaluate.component import evaluate
 from components.export_onnx.component import export_onnx
 from components.finetune.component import finetune
+from components.finetune.resources import apply_resources
 from components.ingest.component import ingest
+from components.pretrain.component import pretrain
 from components.registry.component import promote, register
 from components.validate_data.component import validate_data
+from pipelines.steps import STEPS  # noqa: F401 - re-exported: the order this DAG wires
 
 PIPELINE_NAME = "fmpipe-text-classification"
-# The steps in DAG order; dvc.yaml lists the same stages in the same order (a test checks it).
-STEPS = ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote")
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Validate, fine-tune, evaluate, export, register, promote.")
-def training_pipeline(source: str, params_json: str, ctx_json: str):
-    common = {"params_json": params_json, "ctx_json": ctx_json}
-    ingest_task = ingest(source=source, **common).set_display_name("ingest")
-    validate_task = validate_data(dataset=ingest_task.outputs["dataset"], **common)
-    finetune_task = finetune(dataset=ingest_task.outputs["dataset"], **common).after(validate_task)
-    evaluate_task = evaluate(
-        dataset=ingest_task.outputs["dataset"], model=finetune_task.outputs["model"], **common)
-    with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        export_task = export_onnx(
-            dataset=ingest_task.outputs["dataset"], model=finetune_task.outputs["model"], **common)
-        with dsl.If(export_task.outputs["Output"] == True, name="parity-passed"):  # noqa: E712
-            register_task = register(
-                onnx_model=export_task.outputs["onnx_model"],
-                evaluation=evaluate_task.outputs["evaluation"],
-                data_md5=ingest_task.outputs["Output"],
-                parity_passed=export_task.outputs["Output"],
-                **common,
-            )
-            promote(version=register_task.output, **common)
+def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipeline function
+    """The training pipeline, with the training steps' cluster resources taken from params."""
+    params = params or Params()
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Validate, (pre)train, evaluate, export, register, promote.")
+    def training_pipeline(source: str, params_json: str, ctx_json: str):
+        common = {"params_json": params_json, "ctx_json": ctx_json}
+        ingest_task = ingest(source=source, **common)
+        dataset = ingest_task.outputs["dataset"]
+        validate_task = validate_data(dataset=dataset, **common)
+        # Always in the DAG; with pretrain.enabled false it only leaves a marker and finetune
+        # starts from finetune.base_model.
+        pretrain_task = apply_resources(
+            pretrain(dataset=dataset, **common).after(validate_task), params.pretrain.resources)
+        finetune_task = apply_resources(
+            finetune(dataset=dataset, base_model=pretrain_task.outputs["model"], **common),
+            params.finetune.resources)
+        evaluate_task = evaluate(dataset=dataset, model=finetune_task.outputs["model"], **common)
+        with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
+            export_task = export_onnx(dataset=dataset, model=finetune_task.outputs["model"], **common)
+            with dsl.If(export_task.outputs["Output"] == True, name="parity-passed"):  # noqa: E712
+                register_task = register(
+                    onnx_model=export_task.outputs["onnx_model"],
+                    evaluation=evaluate_task.outputs["evaluation"],
+                    data_md5=ingest_task.outputs["Output"],
+                    parity_passed=export_task.outputs["Output"],
+                    **common,
+                )
+                promote(version=register_task.output, **common)
+
+    return training_pipeline

@@ -59,7 +59,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     import kfp.local
     import mlflow
 
-    from pipelines.dag import training_pipeline
+    from pipelines.dag import build_pipeline
 
     outputs = work_dir / "outputs"
     # kfp.local leaks a temp dir per task: keep them in one place we delete afterwards.
@@ -74,7 +74,8 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     log_file = work_dir / "pipeline.log"
     try:
         with open(log_file, "w") as log, contextlib.redirect_stdout(ConsoleFilter(log, sys.stdout)):
-            training_pipeline(source=str(source), params_json=params.to_json(), ctx_json=ctx.to_json())
+            build_pipeline(params)(source=str(source), params_json=params.to_json(),
+                                   ctx_json=ctx.to_json())
     except RuntimeError as exc:
         error = str(exc)
     finally:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pipelines.local import RunOutcome
-
-STEP_ORDER = ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote")
+from pipelines.steps import STEPS as STEP_ORDER
 
 
 def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> str:

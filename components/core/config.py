@@ -7,11 +7,12 @@ Business logic receives these objects; it never reads params.yaml itself.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.core.errors import ConfigError
 
@@ -87,20 +88,112 @@ class ValidateConfig(_Section):
         return self
 
 
-class FinetuneConfig(_Section):
-    base_model: str = "minilm"
-    max_length: int = Field(64, ge=8, le=512)
-    batch_size: int = Field(32, ge=1)
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # Kubernetes quantities, as KFP checks them
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+class ResourcesConfig(_Section):
+    """What a training step's pod asks a Kubeflow cluster for; "" / 0 = the cluster's default.
+    Ignored by kfp.local and DVC runs."""
+
+    cpu_request: str = ""           # e.g. "4" or "3500m"
+    cpu_limit: str = ""
+    memory_request: str = ""        # e.g. "16G" or "16Gi"
+    memory_limit: str = ""
+    accelerator_type: str = ""      # e.g. "nvidia.com/gpu"
+    accelerator_limit: int = Field(0, ge=0)  # how many; >0 needs accelerator_type
+
+    @field_validator("cpu_request", "cpu_limit", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> str:
+        value = str(value)  # YAML reads `cpu_limit: 4` as a number
+        if value and not _CPU.match(value):
+            raise ValueError("use a CPU quantity like '4', '0.5' or '500m'")
+        return value
+
+    @field_validator("memory_request", "memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if value and not _MEMORY.match(value):
+            raise ValueError("use a memory quantity like '16G', '16Gi' or '512M'")
+        return value
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> ResourcesConfig:
+        if self.accelerator_limit and not self.accelerator_type:
+            raise ValueError("accelerator_limit needs accelerator_type (e.g. nvidia.com/gpu)")
+        return self
+
+
+class TrainLoopFields(_Section):
+    """Settings of the training loop that finetune and pretrain share."""
+
+    max_length: int = Field(64, ge=8, le=4096)
+    batch_size: int = Field(32, ge=1)           # per process
+    grad_accum_steps: int = Field(1, ge=1)      # optimizer step every N batches
     epochs: int = Field(1, ge=1)
+    max_steps: int = Field(0, ge=0)             # >0 overrides epochs
     learning_rate: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    max_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)     # 0 = no clipping
     bf16: bool = True
-    group_by_length: bool = True
+    compile: bool = False                       # torch.compile the model (worth it on GPUs)
     log_every_steps: int = Field(20, ge=1)
+    checkpoint_every_steps: int = Field(0, ge=0)
+    checkpoint_dir: str = ""
     seed: int = 13
     num_threads: int = Field(0, ge=0)
+    resources: ResourcesConfig = ResourcesConfig()
+
+
+class FinetuneConfig(TrainLoopFields):
+    base_model: str = "minilm"
+    method: Literal["full", "lora"] = "full"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_target_modules: list[str] = []         # [] = peft's default for the architecture
+    max_length: int = Field(64, ge=8, le=512)
+    checkpoint_every_steps: int = Field(500, ge=0)
+    class_weights: Literal["none", "balanced"] = "none"
+    eval_every_steps: int = Field(0, ge=0)      # 0 = at the end of each epoch
+    early_stopping_patience: int = Field(0, ge=0)
+    freeze_embeddings: bool = True             # measured: faster on CPU, same macro-F1
+    dropout: float | None = Field(0.0, ge=0, lt=1)  # None = the checkpoint's own rates
+    attention: Literal["auto", "eager", "sdpa"] = "auto"
+    group_by_length: bool = True
+
+    @model_validator(mode="after")
+    def _early_stopping(self) -> FinetuneConfig:
+        if self.early_stopping_patience and self.epochs == 1 and not self.eval_every_steps \
+                and not self.max_steps:
+            raise ValueError("early_stopping_patience needs evaluations during training: "
+                             "set eval_every_steps, or epochs > 1")
+        return self
+
+
+class PretrainConfig(TrainLoopFields):
+    enabled: bool = False
+    objective: Literal["mlm", "clm"] = "mlm"
+    mode: Literal["continued", "scratch"] = "continued"
+    base_model: str = "minilm"                 # continued: the checkpoint to adapt
+    tokenizer: Literal["auto", "wordpiece", "bpe"] = "auto"  # scratch: auto = wordpiece (mlm), bpe (clm)
+    vocab_size: int = Field(8000, ge=100)
+    hidden_size: int = Field(256, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(1024, ge=8)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    heldout_max_rows: int = Field(2000, ge=1)  # rows of the val split used for perplexity
+    learning_rate: float = Field(5e-4, gt=0, lt=1)
+    checkpoint_every_steps: int = Field(500, ge=0)
+
+    @model_validator(mode="after")
+    def _shape(self) -> PretrainConfig:
+        if self.mode == "scratch" and self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be a multiple of num_heads")
+        return self
 
 
 class ChampionConfig(_Section):
@@ -166,6 +259,7 @@ class Params(_Section):
     data: DataConfig = DataConfig()
     ingest: IngestConfig = IngestConfig()
     validate_data: ValidateConfig = ValidateConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export_onnx: ExportConfig = ExportConfig()

@@ -35,6 +35,22 @@ def load_labels(model_dir: Path) -> list[str]:
     return json.loads((Path(model_dir) / LABELS_FILE).read_text())["labels"]
 
 
+def tiny_bert_config(vocab_size: int, **kwargs: Any) -> Any:
+    """The config of the tiny random-init BERT the tests use (2 layers, hidden 32)."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=512, **kwargs)
+
+
+def set_dropout(config: Any, rate: float) -> None:
+    """Set every dropout rate a transformers config declares (the names differ per architecture:
+    hidden_dropout_prob, attention_probs_dropout_prob, resid_pdrop, attention_dropout, ...)."""
+    for key, value in config.to_dict().items():
+        if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+            setattr(config, key, rate)
+
+
 @dataclass
 class TextClassificationTask:
     """Text classification with a Hugging Face encoder."""
@@ -55,29 +71,37 @@ class TextClassificationTask:
 
         return AutoTokenizer.from_pretrained(resolve_checkpoint(checkpoint))
 
-    def load_pretrained(self, base_model: str, labels: list[str]) -> tuple[Any, Any]:
-        """Return (tokenizer, model) with a fresh classification head for `labels`."""
-        from transformers import (
-            AutoModelForSequenceClassification,
-            BertConfig,
-            BertForSequenceClassification,
-        )
+    def load_pretrained(
+        self, base_model: str, labels: list[str], *, dropout: float | None = None,
+        attn_implementation: str | None = None,
+    ) -> tuple[Any, Any]:
+        """Return (tokenizer, model) with a fresh classification head for `labels`.
+
+        dropout overrides every dropout rate of the checkpoint's config; attn_implementation picks
+        the attention kernel ("eager", "sdpa"; None = transformers' default).
+        """
+        from transformers import AutoConfig, AutoModelForSequenceClassification
 
         id2label = dict(enumerate(labels))
         label2id = {name: i for i, name in id2label.items()}
         tokenizer = self.load_tokenizer(base_model)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # GPT-style checkpoints ship without one
+        head = {"num_labels": len(labels), "id2label": id2label, "label2id": label2id}
         if base_model == TINY_RANDOM_BERT:
             # A tiny random-init BERT for tests: real code paths, no download, trains in seconds.
-            config = BertConfig(
-                vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
-                num_labels=len(labels), id2label=id2label, label2id=label2id,
-            )
-            return tokenizer, BertForSequenceClassification(config)
+            config = tiny_bert_config(tokenizer.vocab_size, **head)
+        else:
+            config = AutoConfig.from_pretrained(resolve_checkpoint(base_model), **head)
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        if dropout is not None:
+            set_dropout(config, dropout)
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        if base_model == TINY_RANDOM_BERT:
+            return tokenizer, AutoModelForSequenceClassification.from_config(config, **kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_checkpoint(base_model), num_labels=len(labels),
-            id2label=id2label, label2id=label2id,
-        )
+            resolve_checkpoint(base_model), config=config, **kwargs)
         return tokenizer, model
 
     def load_finetuned(self, model_dir: Path) -> tuple[Any, Any, list[str]]:
@@ -92,20 +116,20 @@ class TextClassificationTask:
         return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
     def collate(self, tokenizer: Any, ids: list[list[int]]) -> dict[str, Any]:
-        """Pad a batch to its longest row (dynamic padding)."""
+        """Pad a batch to its longest row (dynamic padding); token_type_ids only for models that
+        take them (BERT does; RoBERTa and GPT-2 do not)."""
         import torch
 
         width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        input_ids = np.full((len(ids), width), tokenizer.pad_token_id, dtype=np.int64)
+        attention = np.zeros((len(ids), width), dtype=np.int64)
         for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.tensor(row)
+            input_ids[i, : len(row)] = row
             attention[i, : len(row)] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "token_type_ids": torch.zeros_like(input_ids),
-        }
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+        if "token_type_ids" in tokenizer.model_input_names:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return batch
 
     def predict_logits(
         self, model: Any, tokenizer: Any, texts: list[str], max_length: int,

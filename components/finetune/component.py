@@ -5,8 +5,10 @@ from components.core.image import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def finetune(dataset: Input[Dataset], params_json: str, ctx_json: str, model: Output[Model]):
-    """Fine-tune the base checkpoint; the model dir holds safetensors, tokenizer and label map."""
+def finetune(dataset: Input[Dataset], params_json: str, ctx_json: str, model: Output[Model],
+             base_model: Input[Model] | None = None):
+    """Fine-tune the base checkpoint (or the pretrain step's model, when given and trained);
+    the model dir holds safetensors, tokenizer and label map."""
     from pathlib import Path
 
     from components.core.config import Params
@@ -15,6 +17,7 @@ def finetune(dataset: Input[Dataset], params_json: str, ctx_json: str, model: Ou
     from components.finetune import step
 
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
-    result = exit_on_user_error(step.run, Path(dataset.path), Path(model.path), params, ctx)
-    model.metadata.update({"base_model": params.finetune.base_model,
+    base = Path(base_model.path) if base_model is not None else None
+    result = exit_on_user_error(step.run, Path(dataset.path), Path(model.path), params, ctx, base)
+    model.metadata.update({"base_model": step.pretrained_base(base) or params.finetune.base_model,
                            "val_macro_f1": result.val_macro_f1})

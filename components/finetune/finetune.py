@@ -3,22 +3,34 @@
 The recipe measured fastest on CPU without losing quality (see DESIGN.md): bf16 autocast, padding
 to the longest row of each batch, length-grouped batches whose order is then fully shuffled
 (grouping without the shuffle costs F1 on small data), fused AdamW, linear warmup and decay.
+Full fine-tuning or LoRA; class weights; early stopping on validation macro-F1; checkpoints that
+a restarted run resumes from; data-parallel across torchrun processes. The loop is in loop.py.
 """
 
 from __future__ import annotations
 
-import random
-import time
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.core.config import FinetuneConfig
+from components.core.errors import FmpipeError
 from components.core.task import TextClassificationTask, save_labels
+from components.finetune import distributed
+from components.finetune.checkpoint import CheckpointStore
+from components.finetune.loop import LoopSettings, seed_everything, train_loop
+
+if TYPE_CHECKING:  # the config model needs pydantic; this module runs without it (GPU check)
+    from components.core.config import FinetuneConfig
 
 LogFn = Callable[[dict[str, float], int], None]
+SCORE = "val_macro_f1"
+# Settings that change neither the weights nor the batch order: a run may resume across them.
+_NOT_SHAPING = ("log_every_steps", "checkpoint_every_steps", "checkpoint_dir", "num_threads", "resources")
 
 
 @dataclass
@@ -30,14 +42,14 @@ class FinetuneResult:
     val_macro_f1: float
     val_accuracy: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    total_steps: int = 0
+    resumed_from_step: int = 0
+    stopped_early: bool = False
+    best_step: int = 0
+    trainable_params: int = 0
+    world_size: int = 1
+    eval_seconds: float = 0.0
+    truncated_fraction: float = 0.0  # training texts longer than max_length tokens (cut by the tokenizer)
 
 
 def length_grouped_batches(
@@ -61,100 +73,131 @@ def macro_f1_and_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float
     return float(f1_score(y_true, y_pred, average="macro")), float(accuracy_score(y_true, y_pred))
 
 
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """n / (k * count_c), as scikit-learn's "balanced": rare classes weigh more in the loss."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return len(y) / (n_classes * np.maximum(counts, 1.0))
+
+
+def run_key(cfg: FinetuneConfig, texts: list[str], labels: list[str], label_set: list[str],
+            world_size: int) -> str:
+    """A digest of everything that shapes a training run: its checkpoints live under this name."""
+    digest = hashlib.sha256()
+    shaping = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_SHAPING}
+    digest.update(json.dumps([shaping, label_set, world_size], sort_keys=True, default=str).encode())
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(f"{text}\x00{label}\x01".encode())
+    return digest.hexdigest()[:16]
+
+
+def apply_lora(model: Any, cfg: FinetuneConfig) -> Any:
+    """Wrap the model with LoRA adapters; the classification head stays fully trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                        lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules or None)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # peft knows no default target modules for this architecture
+        raise FmpipeError(f"LoRA: {exc}; set finetune.lora_target_modules") from None
+
+
 def finetune(
     train_texts: list[str], train_labels: list[str],
     val_texts: list[str], val_labels: list[str],
     labels: list[str], cfg: FinetuneConfig, out_dir: Path,
     task: TextClassificationTask | None = None, log: LogFn | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> FinetuneResult:
-    """Fine-tune cfg.base_model on the train split; save model, tokenizer and label map to out_dir."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    """Fine-tune cfg.base_model on the train split; save model, tokenizer and label map to out_dir.
 
-    from components.core.device import autocast_context, pick_device
+    With checkpoint_dir (and cfg.checkpoint_every_steps), checkpoints go to a sub-folder named by
+    run_key(); a run started again with the same settings and data resumes from the latest one.
+    Under torchrun every process calls this; rank 0 evaluates and saves.
+    """
+    import torch
+
+    from components.core.device import attention_implementation, pick_device
 
     task = task or TextClassificationTask()
-    log = log or (lambda metrics, step: None)
+    dist = distributed.current()
+    unknown = sorted(set(train_labels) - set(labels))
+    if unknown:
+        raise FmpipeError(f"training labels {unknown[:5]} are not in the label set {labels}")
     seed_everything(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = pick_device()
 
-    tokenizer, model = task.load_pretrained(cfg.base_model, labels)
-    model.to(device).train()
+    tokenizer, model = task.load_pretrained(
+        cfg.base_model, labels, dropout=cfg.dropout,
+        attn_implementation=attention_implementation(device, cfg.attention))
+    if cfg.method == "lora":
+        model = apply_lora(model, cfg)
+    elif cfg.freeze_embeddings:
+        # The word embeddings are most of a small model's parameters; frozen, they cost no
+        # gradient, clipping or optimizer work.
+        model.get_input_embeddings().weight.requires_grad_(False)
     label_ids = {name: i for i, name in enumerate(labels)}
     ids = task.encode(tokenizer, train_texts, cfg.max_length)
-    y = torch.tensor([label_ids[v] for v in train_labels], dtype=torch.long)
-
-    steps_per_epoch = -(-len(ids) // cfg.batch_size)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-         "weight_decay": 0.0},
-    ]
-    try:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
-    except (RuntimeError, TypeError):  # fused kernels missing on this build/device
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-
-    rng = np.random.default_rng(cfg.seed)
     lengths = [len(row) for row in ids]
-    history: list[dict[str, float]] = []
-    step, seen, running, last_loss = 0, 0, 0.0, float("nan")
-    started = time.perf_counter()
-    # A live bar on a terminal; plain progress lines when the output is a log (kfp.local, CI).
-    bar = tqdm(total=total_steps, desc="finetune", unit="step", mininterval=2.0, disable=None)
-    last_note = started
-    while step < total_steps:
-        for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-            batch = task.collate(tokenizer, [ids[i] for i in batch_idx])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast_context(device, cfg.bf16):
-                logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), y[batch_idx].to(device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(batch_idx)
-            running += loss.item()
-            bar.update(1)
-            if step % cfg.log_every_steps == 0 or step == total_steps:
-                last_loss = running / (step % cfg.log_every_steps or cfg.log_every_steps)
-                running = 0.0
-                point = {"train_loss": last_loss, "learning_rate": scheduler.get_last_lr()[0]}
-                history.append({"step": step, **point})
-                log(point, step)
-                bar.set_postfix(loss=f"{last_loss:.3f}")
-            if bar.disable and time.perf_counter() - last_note > 20:
-                last_note = time.perf_counter()
-                rate = step / (last_note - started)
-                print(f"[fmpipe] finetune step {step}/{total_steps}, loss {last_loss:.3f}, "
-                      f"{seen / (last_note - started):.0f} samples/s, "
-                      f"eta {(total_steps - step) / rate:.0f}s", flush=True)
-            if step >= total_steps:
-                break
-    bar.close()
-    train_seconds = time.perf_counter() - started
+    y = np.array([label_ids[v] for v in train_labels], dtype=np.int64)
+    val_true = np.array([label_ids.get(v, -1) for v in val_labels])
+    weight = None
+    if cfg.class_weights == "balanced":
+        weight = torch.tensor(balanced_class_weights(y, len(labels)), dtype=torch.float32, device=device)
 
-    val_logits = task.predict_logits(model, tokenizer, val_texts, cfg.max_length, bf16=cfg.bf16)
-    val_true = np.array([label_ids[v] for v in val_labels])
-    val_f1, val_acc = macro_f1_and_accuracy(val_true, val_logits.argmax(axis=1))
-    log({"val_macro_f1": val_f1, "val_accuracy": val_acc}, step)
+    def batches_of_epoch(epoch: int) -> list[np.ndarray]:
+        # Seeded by the epoch alone: every process, and a resumed run, sees the same plan.
+        return length_grouped_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]),
+                                      cfg.group_by_length)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    save_labels(out_dir, labels)
+    def collate(rows: np.ndarray) -> dict[str, Any]:
+        return {**task.collate(tokenizer, [ids[i] for i in rows]), "labels": torch.from_numpy(y[rows])}
+
+    def compute_loss(net: Any, batch: dict[str, Any]) -> Any:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = net(**inputs).logits
+        return torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=weight)
+
+    def evaluate(net: Any) -> dict[str, float]:
+        logits = task.predict_logits(net, tokenizer, val_texts, cfg.max_length, bf16=cfg.bf16)
+        f1, acc = macro_f1_and_accuracy(val_true, logits.argmax(axis=1))
+        return {SCORE: f1, "val_accuracy": acc}
+
+    store = None
+    if checkpoint_dir is not None and cfg.checkpoint_every_steps:
+        key = run_key(cfg, train_texts, train_labels, labels, dist.world_size)
+        store = CheckpointStore(Path(checkpoint_dir) / key,
+                                info={"base_model": cfg.base_model, "train_rows": len(ids)})
+    settings = LoopSettings(
+        epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+        grad_accum_steps=cfg.grad_accum_steps, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16,
+        compile=cfg.compile, log_every_steps=cfg.log_every_steps, eval_every_steps=cfg.eval_every_steps,
+        early_stopping_patience=cfg.early_stopping_patience,
+        checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="finetune",
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    loop = train_loop(model, batches_of_epoch, collate, compute_loss, settings, device=device,
+                      evaluate=evaluate, score_key=SCORE, checkpoints=store, log=log)
+
+    if dist.is_main:
+        if cfg.method == "lora":
+            model = model.merge_and_unload()  # a plain checkpoint: evaluate and export need no peft
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        save_labels(out_dir, labels)
+        if store:
+            store.clear()  # the model is saved: nothing left to resume
     return FinetuneResult(
-        steps=step, train_seconds=train_seconds, samples_per_second=seen / max(train_seconds, 1e-9),
-        final_loss=last_loss, val_macro_f1=val_f1, val_accuracy=val_acc, history=history,
+        steps=loop.steps, train_seconds=loop.train_seconds, samples_per_second=loop.samples_per_second,
+        final_loss=loop.final_loss, val_macro_f1=loop.eval_metrics.get(SCORE, float("nan")),
+        val_accuracy=loop.eval_metrics.get("val_accuracy", float("nan")), history=loop.history,
+        total_steps=loop.total_steps, resumed_from_step=loop.resumed_from_step,
+        stopped_early=loop.stopped_early, best_step=loop.best_step, trainable_params=trainable,
+        world_size=dist.world_size, eval_seconds=loop.eval_seconds,
+        # The tokenizer cut a text if it came back at exactly max_length tokens.
+        truncated_fraction=float(np.mean([n >= cfg.max_length for n in lengths])) if lengths else 0.0,
     )

@@ -7,26 +7,60 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.finetune.finetune import FinetuneResult, finetune
+from components.finetune import distributed
+from components.finetune.finetune import FinetuneResult, LogFn, finetune
 from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
 
 
-def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> FinetuneResult:
+def checkpoint_root(model_dir: Path, configured: str) -> Path:
+    """Where checkpoints go: finetune.checkpoint_dir, else next to the model output, so a retried
+    step (same output path) resumes. Set an absolute path (a volume on a cluster) to resume
+    across pipeline runs too."""
+    return Path(configured) if configured else model_dir.parent / f"{model_dir.name}.checkpoints"
+
+
+def pretrained_base(base_model_dir: Path | None) -> str | None:
+    """The pretrain step's model when it trained one (a disabled pretrain leaves no config.json)."""
+    if base_model_dir is not None and (Path(base_model_dir) / "config.json").exists():
+        return str(base_model_dir)
+    return None
+
+
+def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path | None = None,
+          log: LogFn | None = None) -> FinetuneResult:
+    """Train on the splits under data_dir and save to model_dir, without tracking."""
     cfg = params.finetune
+    if base := pretrained_base(base_model_dir):
+        cfg = cfg.model_copy(update={"base_model": base})
     splits = read_splits(data_dir)
-    labels = label_set(params.validate_data.labels, data_dir)
+    return finetune(
+        splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
+        splits["val"][TEXT].tolist(), splits["val"][LABEL].tolist(),
+        label_set(params.validate_data.labels, data_dir), cfg, model_dir, log=log,
+        checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir),
+    )
+
+
+def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
+        base_model_dir: Path | None = None) -> FinetuneResult:
+    if not distributed.current().is_main:
+        # Under torchrun the other processes train in step; rank 0 tracks and saves.
+        return train(data_dir, model_dir, params, base_model_dir)
     with step_run(ctx, "finetune") as track:
-        track.params(cfg.model_dump())
-        result = finetune(
-            splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
-            splits["val"][TEXT].tolist(), splits["val"][LABEL].tolist(),
-            labels, cfg, model_dir, log=lambda metrics, step: track.metrics(metrics, step=step),
-        )
+        track.params(params.finetune.model_dump())
+        result = train(data_dir, model_dir, params, base_model_dir,
+                       log=lambda metrics, step: track.metrics(metrics, step=step))
+        resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
         note(f"finetune: {result.steps} steps in {result.train_seconds:.0f}s "
-             f"({result.samples_per_second:.0f} samples/s), val macro-F1 {result.val_macro_f1:.4f}")
+             f"({result.samples_per_second:.0f} samples/s, {result.world_size} process(es){resumed}), "
+             f"val macro-F1 {result.val_macro_f1:.4f}; {result.truncated_fraction:.1%} of training texts "
+             f"truncated at {params.finetune.max_length} tokens")
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
+        if pretrained_base(base_model_dir):
+            track.params({"pretrained_base": str(base_model_dir)})
         track.metrics({"train_seconds": result.train_seconds,
                        "samples_per_second": result.samples_per_second,
-                       "val_macro_f1": result.val_macro_f1}, parent=True)
+                       "val_macro_f1": result.val_macro_f1,
+                       "truncated_fraction": result.truncated_fraction}, parent=True)
         track.json(summary, "finetune_result.json")
     return result

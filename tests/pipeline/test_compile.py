@@ -7,15 +7,16 @@ from pathlib import Path
 
 import yaml
 
+from components.core.config import load_params
 from pipelines.compile import compile_pipeline
-from pipelines.dag import STEPS
+from pipelines.steps import STEPS
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "training_pipeline.yaml"
 
 
 def test_compiled_pipeline_matches_the_golden_file(tmp_path: Path):
-    out = compile_pipeline(tmp_path / "p.yaml")
+    out = compile_pipeline(tmp_path / "p.yaml", load_params(REPO / "params.yaml"))
     assert out.read_text() == GOLDEN.read_text(), (
         "the compiled pipeline changed; if intended, run `make golden` and commit the result")
 
@@ -63,4 +64,4 @@ def test_conditions_gate_everything_after_evaluate(tmp_path: Path):
         "inputs.parameter_values['pipelinechannel--evaluate-Output']", "==", "true"]
     assert conditions["condition-2"] == (
         "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true")
-    assert set(root_tasks) == {"ingest", "validate-data", "finetune", "evaluate", "condition-1"}
+    assert set(root_tasks) == {"ingest", "validate-data", "pretrain", "finetune", "evaluate", "condition-1"}

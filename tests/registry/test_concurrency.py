@@ -117,7 +117,7 @@ def test_a_move_in_progress_makes_others_wait_then_compare_and_set(store, model)
         with pytest.raises(PromotionBusyError, match=f"in progress .'production' -> version {v2}"):
             promote(model, v3, PRODUCTION, "r", ACTOR, expected=v1, client=store.client,
                     limits=MoveLimits(wait_s=1.0, lease_s=120.0))
-        assert 1.0 <= time.monotonic() - started < 10
+        assert 1.0 <= time.monotonic() - started < 60  # waited its 1 s, then gave up (no hang)
     finally:
         release.set()
         mover.join(30)
@@ -187,7 +187,7 @@ def test_killed_at_every_point_alias_and_history_agree(store, model):
         # the next move need not wait for the lease: the dead process is recognised at once
         after = rollback(name, ACTOR, alias=STAGING, client=store.client, limits=FAST) if moved else promote(
             name, v2, STAGING, "retry", ACTOR, expected=v1, client=store.client, limits=FAST)
-        assert time.monotonic() - started < FAST.lease_s / 4
+        assert time.monotonic() - started < FAST.lease_s / 2  # did not sit out the 120 s lease
         entries = read_history(store.client, name, ACTOR, FAST.lease_s)
         stopped, nxt = entries[n], entries[n + 1]
         assert (stopped.seq, stopped.version, stopped.previous) == (n + 1, v2, v1), point

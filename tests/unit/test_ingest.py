@@ -55,15 +55,22 @@ def test_clean_counts_every_dropped_row():
     assert report.changed["html_entities"] == 1
     assert report.changed["whitespace"] >= 2
     assert report.dropped == {"missing_text_or_label": 1, "empty_text": 1, "exact_duplicate": 2,
-                              "conflicting_labels": 2}
+                              "normalized_duplicate": 0, "conflicting_labels": 2}
     assert sorted(out[TEXT]) == ["a & b", "ok", "x y"]
     assert report.rows_in - sum(report.dropped.values()) == report.rows_out == len(out)
 
 
 def test_clean_rules_can_be_switched_off():
     frame = pd.DataFrame({TEXT: ["same", "same"], LABEL: ["pos", "pos"]})
-    out, report = clean(frame, CleanConfig(drop_exact_duplicates=False))
+    out, report = clean(frame, CleanConfig(drop_exact_duplicates=False, drop_normalized_duplicates=False))
     assert len(out) == 2 and "exact_duplicate" not in report.dropped
+
+
+def test_normalized_duplicates_differ_only_in_case_punctuation_and_spacing():
+    frame = pd.DataFrame({TEXT: ["Great car!!", "great   car", "great cars"], LABEL: ["pos"] * 3})
+    out, report = clean(frame, CleanConfig())
+    assert report.dropped["normalized_duplicate"] == 1
+    assert out[TEXT].tolist() == ["Great car!!", "great cars"]
 
 
 def test_split_is_stratified_seeded_and_disjoint():

@@ -1,0 +1,65 @@
+"""Fine-tune in one process or data-parallel in several:
+
+    python -m components.finetune.launch --data artifacts/data --out artifacts/model
+    torchrun --nproc_per_node 2 -m components.finetune.launch --data artifacts/data --out artifacts/model
+
+Each process trains on its share of every batch plan (gloo on CPU, NCCL on GPUs); rank 0
+evaluates, tracks in MLflow and saves. An adapter: it reads argv, the environment and params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+from components.core.errors import FmpipeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.finetune.launch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder with train/val/test.parquet (from ingest)")
+    parser.add_argument("--out", required=True, help="folder for the fine-tuned model")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, DVC style: -S finetune.epochs=2 (repeatable)")
+    parser.add_argument("--base-model", default=None, help="a pretrained model folder (the pretrain step's)")
+    parser.add_argument("--no-track", action="store_true", help="train without MLflow tracking")
+    parser.add_argument("--result", default=None, help="write the result as JSON here (rank 0)")
+    args = parser.parse_args(argv)
+
+    from components.core.config import load_params
+    from components.core.tracking import RunContext, default_tracking_uri
+    from components.finetune import distributed, step
+    from pipelines.env import apply_defaults
+
+    root = Path(args.params).resolve().parent
+    apply_defaults(root)
+    try:
+        params = load_params(args.params, args.set)
+        info = distributed.init_from_env()
+        base = Path(args.base_model) if args.base_model else None
+        if args.no_track:
+            result = step.train(Path(args.data), Path(args.out), params, base)
+        else:
+            ctx = RunContext(
+                pipeline_run_id=f"launch-{uuid.uuid4().hex}", experiment=params.registry.experiment,
+                tracking_uri=params.registry.tracking_uri or default_tracking_uri(root),
+                artifact_root=str(root / ".mlflow" / "artifacts"))
+            result = step.run(Path(args.data), Path(args.out), params, ctx, base)
+        if args.result and info.is_main:
+            Path(args.result).write_text(json.dumps(asdict(result), indent=2))
+    except FmpipeError as exc:
+        print(f"fmpipe: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The pretrain step: masked- or causal-LM pretraining before fine-tuning."""
