@@ -126,15 +126,21 @@ def test_a_move_in_progress_makes_others_wait_then_compare_and_set(store, model)
         promote(model, v3, PRODUCTION, "r", ACTOR, expected=v1, client=store.client, limits=FAST)
 
 
+def plant_old_claim(store, model: str, version: str, previous: str, who: str, reason: str) -> int:
+    """A claim on the next history slot, owned by this (live) process but 1000 s old, never armed."""
+    seq = len(read_history(store.client, model, ACTOR, FAST.lease_s)) + 1
+    intent = Entry(seq=0, alias=PRODUCTION, version=version, previous=previous, action="promote",
+                   actor=f"user:{who}", reason=reason, at="2026-01-01T00:00:00Z", state="claimed")
+    claim = Claim(intent, host_id(), os.getpid(), who, time.time() - 1000)
+    store.client.create_registered_model(claim_name(model, seq), tags=claim.tags())
+    return seq
+
+
 def test_a_claim_older_than_the_lease_is_settled_even_if_its_process_lives(store, model):
     v1, v2 = staged_versions(store.client, model, 2)
     to_production(store.client, model, v1)
-    seq = len(read_history(store.client, model, ACTOR, FAST.lease_s)) + 1
-    intent = Entry(seq=0, alias=PRODUCTION, version=v2, previous=v1, action="promote", actor="user:ghost",
-                   reason="stalled", at="2026-01-01T00:00:00Z", state="claimed")
     # this very process (alive) as the owner, but long ago: only the lease can free it
-    stalled = Claim(intent, host_id(), os.getpid(), "ghost", time.time() - 1000)
-    store.client.create_registered_model(claim_name(model, seq), tags=stalled.tags())
+    seq = plant_old_claim(store, model, v2, v1, "ghost", "stalled")
     move = promote(model, v2, PRODUCTION, "after the stall", ACTOR, expected=v1, client=store.client,
                    limits=MoveLimits(wait_s=2.0, lease_s=60.0))
     assert move.seq == seq + 1
@@ -148,11 +154,7 @@ def test_a_stopped_claim_that_never_armed_is_not_recorded_as_a_move(store, model
     v1, v2 = staged_versions(store.client, model, 2)
     to_production(store.client, model, v1)
     to_production(store.client, model, v2)
-    seq = len(read_history(store.client, model, ACTOR, FAST.lease_s)) + 1
-    intent = Entry(seq=0, alias=PRODUCTION, version=v2, previous=v1, action="promote", actor="user:late",
-                   reason="stale view", at="2026-01-01T00:00:00Z", state="claimed")
-    late = Claim(intent, host_id(), os.getpid(), "late", time.time() - 1000)
-    store.client.create_registered_model(claim_name(model, seq), tags=late.tags())
+    seq = plant_old_claim(store, model, v2, v1, "late", "stale view")
     settled = read_history(store.client, model, ACTOR, FAST.lease_s)[-1]
     assert (settled.seq, settled.state) == (seq, INTERRUPTED)
     assert claims_left(store, model) == []
