@@ -42,9 +42,13 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         if variant:
             b1 = m.get(f"latency_b1_ms_onnx_{variant}")
             torch_b1 = m.get("latency_b1_ms_torch_fp32")
+            b32 = m.get(f"throughput_b32_seq_s_onnx_{variant}")
+            torch_b32 = m.get("throughput_b32_seq_s_torch_bf16")
             speed = f", batch-1 latency {b1:.1f} ms vs PyTorch {torch_b1:.1f} ms" if b1 and torch_b1 else ""
-            loss = (f", int8 macro-F1 loss {m['int8_macro_f1_loss']:+.4f}"
-                    if "int8_macro_f1_loss" in m else "")
+            if b32 and torch_b32:
+                speed += f", batch-32 {b32:.0f} seq/s vs PyTorch bf16 {torch_b32:.0f}"
+            loss = (f", macro-F1 loss {m[f'{variant}_macro_f1_loss']:+.4f}"
+                    if f"{variant}_macro_f1_loss" in m else "")
             lines.append(f"  shipped ONNX variant: {variant}{loss}{speed}")
     version = t.get("fmpipe.model_version")
     if version:

@@ -231,6 +231,9 @@ class EvaluateConfig(_Section):
         return self
 
 
+ExportVariant = Literal["fp32", "optimized", "int8", "openvino_bf16"]
+
+
 class ExportConfig(_Section):
     opset: int = Field(17, ge=13, le=23)
     max_abs_logit_diff: float = Field(1e-3, gt=0)
@@ -238,7 +241,15 @@ class ExportConfig(_Section):
     parity_max_rows: int = Field(0, ge=0)
     optimize: bool = True        # onnxruntime's transformer optimizer (attention/LayerNorm/GELU fusion)
     quantize: bool = True        # also try dynamic int8; shipped only if it passes the F1 gate
-    max_quantized_f1_loss: float = Field(0.01, ge=0, le=1)  # vs the PyTorch model, on the test split
+    # Also try the fp32 graph on onnxruntime's OpenVINO provider in bf16 (where the CPU has
+    # AMX / AVX512-BF16 and onnxruntime-openvino is installed); gated like int8.
+    openvino_bf16: bool = True
+    # Reduced-precision variants (int8, openvino_bf16) ship only within this macro-F1 loss
+    # of the PyTorch model on the test split.
+    max_quantized_f1_loss: float = Field(0.01, ge=0, le=1)
+    # The first variant here that was built and passed its gate ships (bench/README.md: fastest first).
+    ship_preference: list[ExportVariant] = Field(
+        default_factory=lambda: ["openvino_bf16", "int8", "optimized", "fp32"], min_length=1)
     benchmark: bool = True       # time each variant (batch 1 and 32) and log it
 
 

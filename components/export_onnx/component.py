@@ -20,7 +20,7 @@ def export_onnx(
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
     result = exit_on_user_error(
         step.run, Path(dataset.path), Path(model.path), Path(onnx_model.path), params, ctx)
-    onnx_model.metadata.update({"variant": result.shipped,
+    onnx_model.metadata.update({"variant": result.shipped, "runtime": result.runtime,
                                 "max_abs_logit_diff": result.parity.max_abs_logit_diff,
                                 "argmax_agreement": result.parity.argmax_agreement})
     return result.parity.passed

@@ -1,10 +1,15 @@
 """export_onnx: export to ONNX with dynamic axes, check the graph, prove parity with PyTorch,
 and pick the fastest variant that keeps the model's quality.
 
-Variants: `fp32` (the plain export), `optimized` (onnxruntime's transformer optimizer fuses
-attention, LayerNorm and GELU) and `int8` (dynamic int8 quantization of the optimized graph).
-The fp32 graph must match PyTorch's logits (parity); int8 is shipped only if its macro-F1 on the
-test split is within a set loss of PyTorch's.
+Variants (an ONNX file and the runtime that runs it):
+- `fp32`: the plain export, on onnxruntime's CPU provider.
+- `optimized`: onnxruntime's transformer optimizer fuses attention, LayerNorm and GELU.
+- `int8`: dynamic int8 quantization of the optimized graph.
+- `openvino_bf16`: the plain fp32 graph run by OpenVINO in bf16 on CPUs with AMX / AVX512-BF16
+  (built only where both exist).
+The fp32-precision graph a variant comes from must match PyTorch's logits (parity); a
+reduced-precision variant (int8, bf16) ships only if its macro-F1 on the test split is within a
+set loss of PyTorch's. The first variant in `ship_preference` that passes is shipped.
 """
 
 from __future__ import annotations
@@ -21,7 +26,23 @@ import numpy as np
 
 from components.core.config import ExportConfig
 from components.core.task import TextClassificationTask
-from components.export_onnx.serving import MODEL_FILE, SERVING_FILE, OnnxTextClassifier
+from components.export_onnx.serving import (
+    MODEL_FILE,
+    OPENVINO_BF16,
+    SERVING_FILE,
+    OnnxTextClassifier,
+    Session,
+    openvino_bf16_available,
+)
+
+REDUCED_PRECISION = ("int8", "openvino_bf16")
+
+
+@dataclass(frozen=True)
+class Variant:
+    path: Path           # the ONNX file
+    runtime: str = "onnxruntime"  # see serving.RUNTIMES
+    source: str = ""     # the fp32-precision variant it was made from ("" = itself)
 
 
 def export_fp32(model_dir: Path, path: Path, opset: int, task: TextClassificationTask | None = None) -> Path:
@@ -70,7 +91,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 
 
 def write_serving_files(model_dir: Path, out_dir: Path, max_length: int, variant: str,
-                        task: TextClassificationTask | None = None) -> None:
+                        task: TextClassificationTask | None = None, runtime: str = "onnxruntime") -> None:
     """Tokenizer, label map and serving.json next to model.onnx: the artifact stands alone."""
     task = task or TextClassificationTask()
     tokenizer = task.load_tokenizer(str(model_dir))
@@ -79,7 +100,7 @@ def write_serving_files(model_dir: Path, out_dir: Path, max_length: int, variant
     tokenizer.save_pretrained(out_dir)
     (out_dir / SERVING_FILE).write_text(json.dumps(
         {"labels": labels, "max_length": max_length, "pad_token_id": tokenizer.pad_token_id,
-         "variant": variant}))
+         "variant": variant, "runtime": runtime}))
 
 
 @dataclass
@@ -107,27 +128,31 @@ def macro_f1(logits: np.ndarray, labels: list[str], truth: list[str]) -> float:
 @dataclass
 class ExportResult:
     shipped: str                       # the variant copied to model.onnx
-    parity: Parity                     # of the fp32-precision graph that int8 was made from
+    parity: Parity                     # of the fp32-precision graph the shipped variant comes from
+    runtime: str = "onnxruntime"       # the runtime the shipped variant was gated on
     fused: dict[str, int] = field(default_factory=dict)
     macro_f1: dict[str, float] = field(default_factory=dict)   # torch and each ONNX variant
-    int8_f1_loss: float | None = None
+    f1_loss: dict[str, float] = field(default_factory=dict)    # each reduced-precision variant
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
 
 
-def select_variant(result: ExportResult, cfg: ExportConfig) -> str:
-    """int8 if it was made and lost at most max_quantized_f1_loss, else the fp32-precision graph."""
-    base = "optimized" if "optimized" in result.macro_f1 else "fp32"
-    if result.int8_f1_loss is not None and result.int8_f1_loss <= cfg.max_quantized_f1_loss:
-        return "int8"
-    return base
+def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfig) -> str:
+    """The first variant of cfg.ship_preference that was built and, if it computes at reduced
+    precision, lost at most max_quantized_f1_loss macro-F1; else the plainest graph built."""
+    for name in cfg.ship_preference:
+        if name not in built:
+            continue
+        if name in REDUCED_PRECISION and not f1_loss.get(name, float("inf")) <= cfg.max_quantized_f1_loss:
+            continue
+        return name
+    return "optimized" if "optimized" in built else "fp32"
 
 
-def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threads: int = 0,
+def time_variants(variants: dict[str, Variant], model_dir: Path, seq: int = 128, threads: int = 0,
                   repeats: tuple[int, int] = (10, 3)) -> dict[str, dict[str, float]]:
     """Latency at batch 1 and throughput at batch 32 (fixed-length rows of `seq` tokens), next to
     PyTorch eager fp32 and bf16 autocast measured in the same process."""
-    import onnxruntime as ort
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -153,64 +178,66 @@ def time_variants(paths: dict[str, Path], model_dir: Path, seq: int = 128, threa
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 times[batch] = clock(lambda t=tensors: model(**t), n)
         out[name] = {"b1_ms": times[1] * 1000, "b32_seq_per_s": 32 / times[32]}
-    for name, path in paths.items():
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        wanted = [i.name for i in session.get_inputs()]
-        one, many = ({k: feeds[b][k] for k in wanted} for b in (1, 32))
-        b1 = clock(lambda s=session, f=one: s.run(None, f), repeats[0])
-        b32 = clock(lambda s=session, f=many: s.run(None, f), repeats[1])
+    for name, variant in variants.items():
+        session = Session(variant.path, variant.runtime, threads)
+        one, many = ({k: feeds[b][k] for k in session.input_names} for b in (1, 32))
+        b1 = clock(lambda s=session, f=one: s.run(f), repeats[0])
+        b32 = clock(lambda s=session, f=many: s.run(f), repeats[1])
         out[f"onnx_{name}"] = {"b1_ms": b1 * 1000, "b32_seq_per_s": 32 / b32}
     return out
 
 
-def build_variants(model_dir: Path, work: Path, cfg: ExportConfig) -> tuple[dict[str, Path], dict[str, int]]:
-    """Export fp32, then (per params) the optimized and int8 graphs; returns their paths."""
+def build_variants(model_dir: Path, work: Path, cfg: ExportConfig
+                   ) -> tuple[dict[str, Variant], dict[str, int]]:
+    """Export fp32, then (per params and this machine) the other variants."""
     from transformers import AutoConfig
 
-    paths = {"fp32": export_fp32(model_dir, work / "fp32.onnx", cfg.opset)}
+    fp32 = export_fp32(model_dir, work / "fp32.onnx", cfg.opset)
+    variants = {"fp32": Variant(fp32)}
     fused: dict[str, int] = {}
-    base = paths["fp32"]
+    base = "fp32"
     if cfg.optimize:
         config = AutoConfig.from_pretrained(str(model_dir))
-        fused = optimize_graph(base, work / "optimized.onnx", config.num_attention_heads, config.hidden_size)
-        paths["optimized"] = base = work / "optimized.onnx"
+        fused = optimize_graph(fp32, work / "optimized.onnx", config.num_attention_heads, config.hidden_size)
+        variants["optimized"] = Variant(work / "optimized.onnx")
+        base = "optimized"
     if cfg.quantize:
-        paths["int8"] = quantize_int8(base, work / "int8.onnx")
-    return paths, fused
+        variants["int8"] = Variant(quantize_int8(variants[base].path, work / "int8.onnx"), source=base)
+    if cfg.openvino_bf16 and openvino_bf16_available():
+        variants["openvino_bf16"] = Variant(fp32, runtime="openvino_bf16", source="fp32")
+    return variants, fused
 
 
 def export_and_check(
     model_dir: Path, out_dir: Path, work: Path, test_texts: list[str], test_labels: list[str],
     cfg: ExportConfig, max_length: int, task: TextClassificationTask | None = None,
 ) -> ExportResult:
-    """Build the variants, check parity and the int8 gate, ship the chosen one as out_dir/model.onnx."""
+    """Build the variants, check parity and the reduced-precision gate, ship the chosen one as
+    out_dir/model.onnx (with its runtime in serving.json)."""
     task = task or TextClassificationTask()
     texts, truth = test_texts, test_labels
     if cfg.parity_max_rows:
         texts, truth = texts[: cfg.parity_max_rows], truth[: cfg.parity_max_rows]
-    paths, fused = build_variants(model_dir, work, cfg)
+    variants, fused = build_variants(model_dir, work, cfg)
     write_serving_files(model_dir, out_dir, max_length, "pending", task)
 
     tokenizer, model, labels = task.load_finetuned(model_dir)
     reference = task.predict_logits(model, tokenizer, texts, max_length, bf16=False)
-    logits = {name: OnnxTextClassifier(out_dir, model_file=path).logits(texts)
-              for name, path in paths.items()}
-    base = "optimized" if "optimized" in paths else "fp32"
-    result = ExportResult(shipped=base, parity=parity(reference, logits[base], cfg), fused=fused)
-    result.macro_f1 = {"torch": macro_f1(reference, labels, truth),
-                       **{name: macro_f1(lg, labels, truth) for name, lg in logits.items()}}
-    if "int8" in logits:
-        result.int8_f1_loss = result.macro_f1["torch"] - result.macro_f1["int8"]
-    result.shipped = select_variant(result, cfg)
-    shutil.copyfile(paths[result.shipped], out_dir / MODEL_FILE)
-    write_serving_files(model_dir, out_dir, max_length, result.shipped, task)
+    logits = {name: OnnxTextClassifier(out_dir, model_file=v.path, runtime=v.runtime).logits(texts)
+              for name, v in variants.items()}
+    macro = {"torch": macro_f1(reference, labels, truth),
+             **{name: macro_f1(lg, labels, truth) for name, lg in logits.items()}}
+    f1_loss = {name: macro["torch"] - macro[name] for name in REDUCED_PRECISION if name in logits}
+    shipped = select_variant(list(variants), f1_loss, cfg)
+    chosen = variants[shipped]
+    source = chosen.source or shipped
+    result = ExportResult(shipped=shipped, parity=parity(reference, logits[source], cfg),
+                          runtime=chosen.runtime, fused=fused, macro_f1=macro, f1_loss=f1_loss)
+    shutil.copyfile(chosen.path, out_dir / MODEL_FILE)
+    write_serving_files(model_dir, out_dir, max_length, shipped, task, chosen.runtime)
     result.smoke = serving_smoke_check(out_dir, list(task.canary_inputs))
     if cfg.benchmark:
-        result.timings = time_variants(paths, model_dir)
+        result.timings = time_variants(variants, model_dir)
     return result
 
 
@@ -222,12 +249,13 @@ model = OnnxTextClassifier(sys.argv[2])
 texts = json.loads(sys.argv[3])
 logits = model.logits(texts)
 print(json.dumps({"shape": list(logits.shape), "labels": model.predict(texts),
-                  "torch_loaded": "torch" in sys.modules}))
+                  "backend": model.session.backend, "torch_loaded": "torch" in sys.modules}))
 """
 
 
 def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
-    """Load the artifact in a fresh process with onnxruntime alone; run canary texts."""
+    """Load the artifact in a fresh process with its runtime alone (no torch), the one
+    serving.json names; run canary texts."""
     serving_dir = str(Path(__file__).parent)
     proc = subprocess.run(
         [sys.executable, "-c", _SMOKE, serving_dir, str(onnx_dir), json.dumps(canaries)],
@@ -236,9 +264,12 @@ def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
     if proc.returncode != 0:
         return {"passed": False, "error": proc.stderr.strip().splitlines()[-1:]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    labels = json.loads((onnx_dir / SERVING_FILE).read_text())["labels"]
+    config = json.loads((onnx_dir / SERVING_FILE).read_text())
+    labels = config["labels"]
+    wanted = OPENVINO_BF16 if config.get("runtime") == "openvino_bf16" else "onnxruntime CPUExecutionProvider"
     out["passed"] = (
         out["shape"] == [len(canaries), len(labels)]
+        and out["backend"] == wanted
         and all(label in labels for label in out["labels"])
         and not out["torch_loaded"]
     )

@@ -1,5 +1,5 @@
-"""The export_onnx step as the pipeline runs it: variants, parity, the int8 gate, smoke check,
-timings."""
+"""The export_onnx step as the pipeline runs it: variants, parity, the reduced-precision gate,
+smoke check, timings."""
 
 from __future__ import annotations
 
@@ -21,26 +21,35 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
         result = export_and_check(model_dir, onnx_dir, Path(work), test[TEXT].tolist(),
                                   test[LABEL].tolist(), cfg, max_length)
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
-        track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize})
+        track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
+                      "openvino_bf16": cfg.openvino_bf16,
+                      "ship_preference": ",".join(cfg.ship_preference)})
         figures = {"parity_max_abs_logit_diff": result.parity.max_abs_logit_diff,
                    "parity_argmax_agreement": result.parity.argmax_agreement,
                    "parity_passed": float(result.parity.passed),
                    "smoke_passed": float(bool(result.smoke["passed"]))}
         figures.update({f"onnx_macro_f1_{k}": v for k, v in result.macro_f1.items()})
-        if result.int8_f1_loss is not None:
-            figures["int8_macro_f1_loss"] = result.int8_f1_loss
+        figures.update({f"{k}_macro_f1_loss": v for k, v in result.f1_loss.items()})
         for name, t in result.timings.items():
             figures[f"latency_b1_ms_{name}"] = t["b1_ms"]
             figures[f"throughput_b32_seq_s_{name}"] = t["b32_seq_per_s"]
         track.metrics(figures, parent=True)
-        track.tags({"fmpipe.onnx_variant": result.shipped}, parent=True)
+        track.tags({"fmpipe.onnx_variant": result.shipped, "fmpipe.onnx_runtime": result.runtime},
+                   parent=True)
         track.json(asdict(result), "export_checks.json")
-        shipped = result.timings.get(f"onnx_{result.shipped}", {})
-        torch_b1 = result.timings.get("torch_fp32", {}).get("b1_ms", 0.0)
-        speed = f"; batch 1 {shipped['b1_ms']:.1f} ms vs torch fp32 {torch_b1:.1f} ms" if shipped else ""
         note(f"export_onnx: parity max |logit diff| {result.parity.max_abs_logit_diff:.2e}, argmax "
              f"agreement {result.parity.argmax_agreement:.4f}; shipped '{result.shipped}' "
-             + (f"(int8 macro-F1 loss {result.int8_f1_loss:+.4f}) "
-                if result.int8_f1_loss is not None else "")
-             + f"smoke check {'ok' if result.smoke['passed'] else 'FAILED'}{speed}")
+             + (f"(macro-F1 loss {result.f1_loss[result.shipped]:+.4f}) "
+                if result.shipped in result.f1_loss else "")
+             + f"smoke check {'ok' if result.smoke['passed'] else 'FAILED'}{_speed(result)}")
     return result
+
+
+def _speed(result: ExportResult) -> str:
+    """'; batch 1 … ms, batch 32 … seq/s vs torch …' for the shipped variant, if it was timed."""
+    shipped = result.timings.get(f"onnx_{result.shipped}")
+    if not shipped:
+        return ""
+    torch_fp32, torch_bf16 = result.timings["torch_fp32"], result.timings["torch_bf16"]
+    return (f"; batch 1 {shipped['b1_ms']:.1f} ms vs torch fp32 {torch_fp32['b1_ms']:.1f} ms, "
+            f"batch 32 {shipped['b32_seq_per_s']:.0f} seq/s vs torch bf16 {torch_bf16['b32_seq_per_s']:.0f}")

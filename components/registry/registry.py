@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -47,10 +48,15 @@ def params_digest(params_json: str) -> str:
     return hashlib.sha256(params_json.encode()).hexdigest()[:16]
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(onnx_dir: Path) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("onnxruntime", "tokenizers", "numpy", "pandas")]
+    from components.export_onnx.serving import SERVING_FILE
+
+    packages = ["onnxruntime", "tokenizers", "numpy", "pandas"]
+    if json.loads((onnx_dir / SERVING_FILE).read_text()).get("runtime") == "openvino_bf16":
+        packages.append("openvino")  # the fast path; without it serving falls back to onnxruntime
+    return [f"{pkg}=={version(pkg)}" for pkg in packages]
 
 
 def register_model(
@@ -70,7 +76,7 @@ def register_model(
         python_model=str(here / "mlflow_model.py"),
         artifacts={"model_dir": str(onnx_dir)},
         code_paths=[serving.__file__],
-        pip_requirements=_pip_requirements(),
+        pip_requirements=_pip_requirements(onnx_dir),
         registered_model_name=model_name,
     )
     version = str(info.registered_model_version)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from components.core.errors import GateError
@@ -87,17 +88,42 @@ def test_onnx_export_matches_pytorch(chain):
 def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain):
     import onnx
 
-    result, params = chain["export"], chain["params"]
+    from components.export_onnx.serving import openvino_bf16_available
+
+    result, cfg = chain["export"], chain["params"].export_onnx
     assert result.fused.get("Attention", 0) == 2 and result.fused.get("SkipLayerNormalization", 0) > 0
-    assert set(result.macro_f1) == {"torch", "fp32", "optimized", "int8"}
-    assert result.int8_f1_loss == result.macro_f1["torch"] - result.macro_f1["int8"]
-    expected = "int8" if result.int8_f1_loss <= params.export_onnx.max_quantized_f1_loss else "optimized"
-    assert result.shipped == expected
+    built = {"fp32", "optimized", "int8"} | ({"openvino_bf16"} if openvino_bf16_available() else set())
+    assert set(result.macro_f1) == {"torch"} | built
+    reduced = built & {"int8", "openvino_bf16"}
+    assert result.f1_loss == {n: result.macro_f1["torch"] - result.macro_f1[n] for n in reduced}
+    passing = [n for n in cfg.ship_preference
+               if n in built and result.f1_loss.get(n, 0.0) <= cfg.max_quantized_f1_loss]
+    assert result.shipped == passing[0]
     shipped = onnx.load(str(chain["dirs"]["onnx"] / "model.onnx"))
-    quantized = any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in shipped.graph.node)
-    assert quantized == (expected == "int8")
-    assert set(result.timings) == {"torch_fp32", "torch_bf16", "onnx_fp32", "onnx_optimized", "onnx_int8"}
+    ops = {n.op_type for n in shipped.graph.node}
+    assert ("DynamicQuantizeMatMul" in ops) == (result.shipped == "int8")
+    # openvino_bf16 ships the plain fp32 graph (no fused operators): parity was proven on it.
+    assert ("Attention" in ops) == (result.shipped in ("optimized", "int8"))
+    assert set(result.timings) == {"torch_fp32", "torch_bf16"} | {f"onnx_{n}" for n in built}
     assert result.smoke["passed"] and not result.smoke["torch_loaded"]
+
+
+def test_shipped_runtime_is_the_one_serving_uses(chain):
+    """serving.json names the runtime; where it is OpenVINO in bf16, it really computes in bf16
+    (logits close to, but not equal to, the same fp32 graph on onnxruntime)."""
+    from components.export_onnx.serving import OnnxTextClassifier
+
+    onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
+    served = OnnxTextClassifier(onnx_dir)
+    assert served.runtime == result.runtime
+    texts = ["what a lovely day", "this is awful, I hate it", "the bus comes at nine"] * 4
+    if result.runtime != "openvino_bf16":
+        pytest.skip(f"shipped runtime is {result.runtime}; the bf16 path is not in use here")
+    assert served.session.backend == "openvino CPU bf16"
+    plain = OnnxTextClassifier(onnx_dir, runtime="onnxruntime")
+    assert plain.session.backend == "onnxruntime CPUExecutionProvider"
+    diff = np.abs(served.logits(texts) - plain.logits(texts)).max()
+    assert 0 < diff < 0.1
 
 
 def test_registered_version_is_servable_from_the_registry_alone(chain):

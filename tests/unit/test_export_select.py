@@ -1,0 +1,48 @@
+"""Which ONNX variant ships: the first in ship_preference that was built and passed its gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.core.config import ExportConfig
+from components.export_onnx.export import select_variant
+
+ALL = ["fp32", "optimized", "int8", "openvino_bf16"]
+
+
+def test_the_first_preferred_variant_that_passes_ships():
+    cfg = ExportConfig()
+    assert select_variant(ALL, {"int8": 0.004, "openvino_bf16": 0.001}, cfg) == "openvino_bf16"
+
+
+def test_a_reduced_precision_variant_over_the_loss_gate_is_passed_over():
+    cfg = ExportConfig(max_quantized_f1_loss=0.01)
+    assert select_variant(ALL, {"int8": 0.004, "openvino_bf16": 0.02}, cfg) == "int8"
+    assert select_variant(ALL, {"int8": 0.03, "openvino_bf16": 0.02}, cfg) == "optimized"
+
+
+def test_a_variant_not_built_here_is_skipped():
+    cfg = ExportConfig()
+    assert select_variant(["fp32", "optimized", "int8"], {"int8": 0.0}, cfg) == "int8"
+
+
+def test_a_reduced_precision_variant_without_a_measured_loss_never_ships():
+    assert select_variant(ALL, {}, ExportConfig()) == "optimized"
+
+
+def test_the_preference_is_the_users():
+    cfg = ExportConfig(ship_preference=["int8", "openvino_bf16"])
+    assert select_variant(ALL, {"int8": 0.0, "openvino_bf16": 0.0}, cfg) == "int8"
+    cfg = ExportConfig(ship_preference=["fp32"])
+    assert select_variant(ALL, {"int8": 0.0}, cfg) == "fp32"
+
+
+def test_nothing_preferred_was_built_falls_back_to_the_plainest_graph():
+    cfg = ExportConfig(ship_preference=["openvino_bf16"])
+    assert select_variant(["fp32", "optimized"], {}, cfg) == "optimized"
+    assert select_variant(["fp32"], {}, cfg) == "fp32"
+
+
+def test_unknown_variant_names_are_refused():
+    with pytest.raises(ValueError):
+        ExportConfig(ship_preference=["fp16"])
