@@ -144,6 +144,9 @@ class TrainLoopFields(_Section):
     checkpoint_dir: str = ""
     seed: int = 13
     num_threads: int = Field(0, ge=0)
+    # Data-parallel processes on this node: 1 = just the step's own; N = the step starts torchrun
+    # with N (gloo on CPU, NCCL on GPUs); 0 = one per visible GPU (1 without GPUs).
+    processes: int = Field(1, ge=0)
     resources: ResourcesConfig = ResourcesConfig()
 
 

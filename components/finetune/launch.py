@@ -1,10 +1,13 @@
-"""Fine-tune in one process or data-parallel in several:
+"""Fine-tune (or pretrain) in one process or data-parallel in several:
 
     python -m components.finetune.launch --data artifacts/data --out artifacts/model
     torchrun --nproc_per_node 2 -m components.finetune.launch --data artifacts/data --out artifacts/model
+    torchrun --nproc_per_node 2 -m components.finetune.launch --step pretrain --data … --out …
 
 Each process trains on its share of every batch plan (gloo on CPU, NCCL on GPUs); rank 0
-evaluates, tracks in MLflow and saves. An adapter: it reads argv, the environment and params.yaml.
+evaluates, tracks in MLflow and saves. The pipeline's steps start this themselves when
+`finetune.processes` / `pretrain.processes` asks for more than one (see spread.py).
+An adapter: it reads argv, the environment and params.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with train/val/test.parquet (from ingest)")
     parser.add_argument("--out", required=True, help="folder for the fine-tuned model")
+    parser.add_argument("--step", choices=["finetune", "pretrain"], default="finetune")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params-json", default=None, help="resolved params as JSON (not --params/-S)")
+    parser.add_argument("--ctx-json", default=None, help="the pipeline run's tracking context, as JSON")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, DVC style: -S finetune.epochs=2 (repeatable)")
     parser.add_argument("--base-model", default=None, help="a pretrained model folder (the pretrain step's)")
@@ -32,25 +38,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", default=None, help="write the result as JSON here (rank 0)")
     args = parser.parse_args(argv)
 
-    from components.core.config import load_params
+    from components.core.config import Params, load_params
     from components.core.tracking import RunContext, default_tracking_uri
-    from components.finetune import distributed, step
+    from components.finetune import distributed
+    from components.finetune import step as finetune_step
+    from components.pretrain import step as pretrain_step
     from pipelines.env import apply_defaults
 
     root = Path(args.params).resolve().parent
     apply_defaults(root)
     try:
-        params = load_params(args.params, args.set)
+        if args.params_json:
+            params = Params.from_json(Path(args.params_json).read_text())
+        else:  # asking for the pretrain step means wanting it, whatever pretrain.enabled says
+            wanted = ["pretrain.enabled=true"] if args.step == "pretrain" else []
+            params = load_params(args.params, wanted + args.set)
         info = distributed.init_from_env()
         base = Path(args.base_model) if args.base_model else None
+        data, out = Path(args.data), Path(args.out)
         if args.no_track:
-            result = step.train(Path(args.data), Path(args.out), params, base)
+            result = (pretrain_step.train(data, out, params) if args.step == "pretrain"
+                      else finetune_step.train(data, out, params, base))
         else:
-            ctx = RunContext(
-                pipeline_run_id=f"launch-{uuid.uuid4().hex}", experiment=params.registry.experiment,
-                tracking_uri=params.registry.tracking_uri or default_tracking_uri(root),
-                artifact_root=str(root / ".mlflow" / "artifacts"))
-            result = step.run(Path(args.data), Path(args.out), params, ctx, base)
+            if args.ctx_json:
+                ctx = RunContext.from_json(Path(args.ctx_json).read_text())
+            else:
+                ctx = RunContext(
+                    pipeline_run_id=f"launch-{uuid.uuid4().hex}", experiment=params.registry.experiment,
+                    tracking_uri=params.registry.tracking_uri or default_tracking_uri(root),
+                    artifact_root=str(root / ".mlflow" / "artifacts"))
+            result = (pretrain_step.run(data, out, params, ctx) if args.step == "pretrain"
+                      else finetune_step.run(data, out, params, ctx, base))
         if args.result and info.is_main:
             Path(args.result).write_text(json.dumps(asdict(result), indent=2))
     except FmpipeError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.finetune import distributed
+from components.finetune import distributed, spread
 from components.finetune.finetune import FinetuneResult, LogFn, finetune
 from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
 
@@ -43,6 +43,10 @@ def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path 
 
 def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
         base_model_dir: Path | None = None) -> FinetuneResult:
+    processes = spread.processes_for(params.finetune.processes)
+    if processes > 1 and not spread.inside_torchrun():
+        return FinetuneResult(**spread.run_spread("finetune", processes, data_dir, model_dir, params, ctx,
+                                                  base_model_dir))
     if not distributed.current().is_main:
         # Under torchrun the other processes train in step; rank 0 tracks and saves.
         return train(data_dir, model_dir, params, base_model_dir)

@@ -51,6 +51,7 @@ class PretrainResult:
     heldout_tokens: int
     resumed_from_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    world_size: int = 1
 
 
 def tokenizer_kind(cfg: PretrainConfig) -> str:
@@ -325,5 +326,5 @@ def pretrain(train_texts: list[str], heldout_texts: list[str], cfg: PretrainConf
         parameters=sum(p.numel() for p in model.parameters()), steps=loop.steps,
         train_seconds=loop.train_seconds, samples_per_second=loop.samples_per_second,
         final_loss=loop.final_loss, perplexity_before=ppl_before, perplexity=ppl, heldout_tokens=tokens,
-        resumed_from_step=loop.resumed_from_step, history=loop.history,
+        resumed_from_step=loop.resumed_from_step, history=loop.history, world_size=dist.world_size,
     )

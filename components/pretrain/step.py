@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
-from components.finetune import distributed
+from components.finetune import distributed, spread
 from components.finetune.step import checkpoint_root
 from components.ingest.ingest import TEXT, read_splits
 from components.pretrain.pretrain import LogFn, PretrainResult, pretrain
@@ -32,6 +32,9 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Pre
         (model_dir / SKIPPED_FILE).write_text(json.dumps({"enabled": False}))
         note("pretrain: disabled (pretrain.enabled=false); finetune starts from finetune.base_model")
         return None
+    processes = spread.processes_for(params.pretrain.processes)
+    if processes > 1 and not spread.inside_torchrun():
+        return PretrainResult(**spread.run_spread("pretrain", processes, data_dir, model_dir, params, ctx))
     if not distributed.current().is_main:
         return train(data_dir, model_dir, params)
     with step_run(ctx, "pretrain") as track:
@@ -39,7 +42,8 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Pre
         result = train(data_dir, model_dir, params,
                        log=lambda metrics, step: track.metrics(metrics, step=step))
         note(f"pretrain: {result.objective} ({result.mode}, {result.architecture}, "
-             f"{result.parameters / 1e6:.1f}M params) {result.steps} steps in {result.train_seconds:.0f}s; "
+             f"{result.parameters / 1e6:.1f}M params) {result.steps} steps in {result.train_seconds:.0f}s "
+             f"({result.world_size} process(es)); "
              f"held-out perplexity {result.perplexity_before:.1f} -> {result.perplexity:.1f}")
         track.metrics({"pretrain_perplexity": result.perplexity,
                        "pretrain_perplexity_before": result.perplexity_before}, parent=True)

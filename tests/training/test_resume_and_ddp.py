@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.training.conftest import launch_cmd, run_launch
+from tests.training.conftest import TINY, launch_cmd, run_launch
 
 # Long enough (2 epochs of ~190 steps) that the kill lands mid-run; a checkpoint every 10 steps.
 RESUMABLE = ["finetune.batch_size=8", "finetune.epochs=2", "finetune.checkpoint_every_steps=10"]
@@ -64,3 +64,57 @@ def test_two_gloo_processes_train_what_one_process_does(data_dir, tmp_path):
     # And it learned: well above the majority class's macro-F1 (about 0.2 for three classes).
     assert ddp["val_macro_f1"] > 0.3
     assert (tmp_path / "ddp" / "model.safetensors").exists()  # rank 0 saved the model
+
+
+def _ctx(tmp_path):  # noqa: ANN001, ANN202
+    from components.core.tracking import RunContext
+
+    return RunContext(pipeline_run_id="spread-test", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                      artifact_root=str(tmp_path / "artifacts"), data_source="tweets")
+
+
+def _step_runs(ctx, step: str) -> list:  # noqa: ANN001
+    import mlflow
+
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`fmpipe.step` = '{step}'")
+
+
+def test_a_step_asked_for_two_processes_starts_torchrun_itself_and_tracks_once(data_dir, tmp_path):
+    # What the KFP component and `fmpipe step finetune` call: one process in, torchrun inside.
+    from components.core.config import load_params
+    from components.finetune import step as finetune_step
+
+    params = load_params(REPO / "params.yaml", [*TINY, "finetune.processes=2", "finetune.max_steps=12"])
+    ctx = _ctx(tmp_path)
+    result = finetune_step.run(data_dir, tmp_path / "model", params, ctx)
+    assert result.world_size == 2 and result.steps == 12
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    runs = _step_runs(ctx, "finetune")
+    assert len(runs) == 1  # rank 0 alone tracked, in the pipeline run's tree
+    assert runs[0].data.tags["fmpipe.pipeline_run_id"] == "spread-test"
+    assert runs[0].data.metrics["val_macro_f1"] == pytest.approx(result.val_macro_f1)
+
+
+def test_pretraining_from_scratch_runs_data_parallel_with_one_tokenizer(data_dir, tmp_path):
+    # Rank 0 trains the tokenizer and hands it to rank 1: the token ids are the ones a single
+    # process would have made, and the model learns the text as well.
+    from components.core.config import load_params
+    from components.pretrain import step as pretrain_step
+
+    small = ["pretrain.enabled=true", "pretrain.mode=scratch", "pretrain.objective=clm",
+             "pretrain.vocab_size=1000", "pretrain.max_length=32", "pretrain.num_threads=1",
+             "pretrain.hidden_size=32", "pretrain.num_layers=2", "pretrain.num_heads=2",
+             "pretrain.intermediate_size=64", "pretrain.learning_rate=2e-3", "pretrain.bf16=false",
+             "pretrain.checkpoint_every_steps=0"]
+    two = pretrain_step.run(data_dir, tmp_path / "two", load_params(
+        REPO / "params.yaml", [*small, "pretrain.processes=2", "pretrain.batch_size=16"]), _ctx(tmp_path))
+    one = pretrain_step.train(data_dir, tmp_path / "one", load_params(
+        REPO / "params.yaml", [*small, "pretrain.batch_size=32"]))
+    assert two.world_size == 2 and one.world_size == 1
+    tokenizers = [(tmp_path / run / "tokenizer.json").read_text() for run in ("two", "one")]
+    assert tokenizers[0] == tokenizers[1]
+    assert two.steps == one.steps
+    assert two.perplexity < 0.7 * two.perplexity_before
+    assert two.perplexity == pytest.approx(one.perplexity, rel=0.02)
