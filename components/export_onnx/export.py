@@ -248,14 +248,17 @@ from serving import OnnxTextClassifier
 model = OnnxTextClassifier(sys.argv[2])
 texts = json.loads(sys.argv[3])
 logits = model.logits(texts)
+# The fallback where the shipped runtime is missing: the same file on onnxruntime.
+fallback = OnnxTextClassifier(sys.argv[2], runtime="onnxruntime")
 print(json.dumps({"shape": list(logits.shape), "labels": model.predict(texts),
-                  "backend": model.session.backend, "torch_loaded": "torch" in sys.modules}))
+                  "backend": model.session.backend, "fallback_labels": fallback.predict(texts),
+                  "torch_loaded": "torch" in sys.modules}))
 """
 
 
 def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
     """Load the artifact in a fresh process with its runtime alone (no torch), the one
-    serving.json names; run canary texts."""
+    serving.json names, and with onnxruntime (the fallback); run canary texts on both."""
     serving_dir = str(Path(__file__).parent)
     proc = subprocess.run(
         [sys.executable, "-c", _SMOKE, serving_dir, str(onnx_dir), json.dumps(canaries)],
@@ -270,7 +273,8 @@ def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
     out["passed"] = (
         out["shape"] == [len(canaries), len(labels)]
         and out["backend"] == wanted
-        and all(label in labels for label in out["labels"])
+        and all(label in labels for label in out["labels"] + out["fallback_labels"])
+        and len(out["fallback_labels"]) == len(canaries)
         and not out["torch_loaded"]
     )
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from components.core.errors import GateError
+from components.core.task import TextClassificationTask
 from components.core.tracking import RunContext
 from components.evaluate import step as evaluate_step
 from components.export_onnx import step as export_step
@@ -124,6 +126,23 @@ def test_shipped_runtime_is_the_one_serving_uses(chain):
     assert plain.session.backend == "onnxruntime CPUExecutionProvider"
     diff = np.abs(served.logits(texts) - plain.logits(texts)).max()
     assert 0 < diff < 0.1
+
+
+def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
+    from components.export_onnx.serving import OnnxTextClassifier
+
+    onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
+    if result.runtime != "openvino_bf16":
+        pytest.skip(f"shipped runtime is {result.runtime}; nothing to fall back from")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    served = OnnxTextClassifier(onnx_dir)
+    assert served.runtime == "openvino_bf16"
+    assert served.session.backend == "onnxruntime CPUExecutionProvider"
+    assert "OpenVINO with bf16 is not available here" in capsys.readouterr().err
+    texts = ["what a lovely day", "this is awful, I hate it"]
+    plain = OnnxTextClassifier(onnx_dir, runtime="onnxruntime")
+    assert np.array_equal(served.logits(texts), plain.logits(texts))
+    assert result.smoke["fallback_labels"] == plain.predict(list(TextClassificationTask().canary_inputs))
 
 
 def test_registered_version_is_servable_from_the_registry_alone(chain):
