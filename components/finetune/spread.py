@@ -55,8 +55,17 @@ def run_spread(step: str, processes: int, data_dir: Path, out_dir: Path, params:
         files["ctx"].write_text(ctx.to_json())
         cmd = torchrun_command(step, processes, data_dir, out_dir, files["params"], files["ctx"],
                                files["result"], base_model_dir)
-        code = subprocess.run(cmd).returncode
+        code = subprocess.run(cmd, env=_thread_env(processes)).returncode
         if code != 0 or not files["result"].exists():
             raise FmpipeError(f"{step}: the {processes} data-parallel processes failed (exit {code}); "
                               "their output is above")
         return json.loads(files["result"].read_text())
+
+
+def _thread_env(processes: int) -> dict[str, str]:
+    """The environment for torchrun: unless the user chose, each process gets its share of this
+    machine's cores (torchrun's own default is 1 thread per process)."""
+    env = dict(os.environ)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    return env
