@@ -244,8 +244,8 @@ class ExportConfig(_Section):
     parity_max_rows: int = Field(0, ge=0)
     optimize: bool = True        # onnxruntime's transformer optimizer (attention/LayerNorm/GELU fusion)
     quantize: bool = True        # also try dynamic int8; shipped only if it passes the F1 gate
-    # Also try the fp32 graph on onnxruntime's OpenVINO provider in bf16 (where the CPU has
-    # AMX / AVX512-BF16 and onnxruntime-openvino is installed); gated like int8.
+    # Also try the fp32 graph run by OpenVINO (the `openvino` package) in bf16, where the CPU
+    # has AMX / AVX512-BF16; gated like int8.
     openvino_bf16: bool = True
     # Reduced-precision variants (int8, openvino_bf16) ship only within this macro-F1 loss
     # of the PyTorch model on the test split.

@@ -133,13 +133,15 @@ class ExportResult:
     fused: dict[str, int] = field(default_factory=dict)
     macro_f1: dict[str, float] = field(default_factory=dict)   # torch and each ONNX variant
     f1_loss: dict[str, float] = field(default_factory=dict)    # each reduced-precision variant
+    agreement: dict[str, float] = field(default_factory=dict)  # argmax agreement with PyTorch, each variant
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
 
 
 def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfig) -> str:
     """The first variant of cfg.ship_preference that was built and, if it computes at reduced
-    precision, lost at most max_quantized_f1_loss macro-F1; else the plainest graph built."""
+    precision, lost at most max_quantized_f1_loss macro-F1; else the optimized graph if built,
+    else fp32."""
     for name in cfg.ship_preference:
         if name not in built:
             continue
@@ -231,8 +233,10 @@ def export_and_check(
     shipped = select_variant(list(variants), f1_loss, cfg)
     chosen = variants[shipped]
     source = chosen.source or shipped
+    agreement = {name: float((reference.argmax(1) == lg.argmax(1)).mean()) for name, lg in logits.items()}
     result = ExportResult(shipped=shipped, parity=parity(reference, logits[source], cfg),
-                          runtime=chosen.runtime, fused=fused, macro_f1=macro, f1_loss=f1_loss)
+                          runtime=chosen.runtime, fused=fused, macro_f1=macro, f1_loss=f1_loss,
+                          agreement=agreement)
     shutil.copyfile(chosen.path, out_dir / MODEL_FILE)
     write_serving_files(model_dir, out_dir, max_length, shipped, task, chosen.runtime)
     result.smoke = serving_smoke_check(out_dir, list(task.canary_inputs))

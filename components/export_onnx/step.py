@@ -30,6 +30,7 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
                    "smoke_passed": float(bool(result.smoke["passed"]))}
         figures.update({f"onnx_macro_f1_{k}": v for k, v in result.macro_f1.items()})
         figures.update({f"{k}_macro_f1_loss": v for k, v in result.f1_loss.items()})
+        figures.update({f"onnx_argmax_agreement_{k}": v for k, v in result.agreement.items()})
         for name, t in result.timings.items():
             figures[f"latency_b1_ms_{name}"] = t["b1_ms"]
             figures[f"throughput_b32_seq_s_{name}"] = t["b32_seq_per_s"]

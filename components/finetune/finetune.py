@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # the config model needs pydantic; this module runs without i
 LogFn = Callable[[dict[str, float], int], None]
 SCORE = "val_macro_f1"
 # Settings that change neither the weights nor the batch order: a run may resume across them.
-_NOT_SHAPING = ("log_every_steps", "checkpoint_every_steps", "checkpoint_dir", "num_threads", "resources")
+# Settings that don't change what is trained (world_size is hashed on its own, so `processes` is not).
+_NOT_SHAPING = ("log_every_steps", "checkpoint_every_steps", "checkpoint_dir", "num_threads", "resources",
+                "processes")
 
 
 @dataclass

@@ -16,17 +16,20 @@ import tempfile
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.errors import FmpipeError
+from components.core.errors import ConfigError, FmpipeError
 from components.core.tracking import RunContext
 
 
-def processes_for(requested: int) -> int:
-    """How many processes to train with: `requested`, or for 0 one per visible GPU (1 without)."""
-    if requested:
-        return requested
+def processes_for(requested: int, setting: str = "processes") -> int:
+    """How many processes to train with: `requested`, or for 0 one per visible GPU (1 without).
+    On a GPU node each process needs a GPU of its own."""
     import torch
 
-    return max(torch.cuda.device_count(), 1)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested and gpus and requested > gpus:
+        raise ConfigError(f"{setting}={requested}, but this node has {gpus} GPU(s): one process per GPU "
+                          f"at most (0 = one per GPU)")
+    return requested or max(gpus, 1)
 
 
 def inside_torchrun() -> bool:

@@ -43,7 +43,7 @@ def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path 
 
 def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
         base_model_dir: Path | None = None) -> FinetuneResult:
-    processes = spread.processes_for(params.finetune.processes)
+    processes = spread.processes_for(params.finetune.processes, "finetune.processes")
     if processes > 1 and not spread.inside_torchrun():
         return FinetuneResult(**spread.run_spread("finetune", processes, data_dir, model_dir, params, ctx,
                                                   base_model_dir))

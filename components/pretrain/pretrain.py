@@ -253,7 +253,7 @@ def pretrain(train_texts: list[str], heldout_texts: list[str], cfg: PretrainConf
     store = None
     if checkpoint_dir is not None and cfg.checkpoint_every_steps:
         shaping = cfg.model_dump(exclude={"resources", "log_every_steps", "checkpoint_every_steps",
-                                          "checkpoint_dir", "num_threads", "enabled"})
+                                          "checkpoint_dir", "num_threads", "enabled", "processes"})
         digest = hashlib.sha256(json.dumps([shaping, dist.world_size], sort_keys=True).encode())
         for text in train_texts:
             digest.update(text.encode() + b"\x00")

@@ -32,7 +32,7 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Pre
         (model_dir / SKIPPED_FILE).write_text(json.dumps({"enabled": False}))
         note("pretrain: disabled (pretrain.enabled=false); finetune starts from finetune.base_model")
         return None
-    processes = spread.processes_for(params.pretrain.processes)
+    processes = spread.processes_for(params.pretrain.processes, "pretrain.processes")
     if processes > 1 and not spread.inside_torchrun():
         return PretrainResult(**spread.run_spread("pretrain", processes, data_dir, model_dir, params, ctx))
     if not distributed.current().is_main:

@@ -107,6 +107,7 @@ def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain
     # openvino_bf16 ships the plain fp32 graph (no fused operators): parity was proven on it.
     assert ("Attention" in ops) == (result.shipped in ("optimized", "int8"))
     assert set(result.timings) == {"torch_fp32", "torch_bf16"} | {f"onnx_{n}" for n in built}
+    assert set(result.agreement) == built and result.agreement["fp32"] == 1.0
     assert result.smoke["passed"] and not result.smoke["torch_loaded"]
 
 
@@ -128,14 +129,35 @@ def test_shipped_runtime_is_the_one_serving_uses(chain):
     assert 0 < diff < 0.1
 
 
-def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
+def test_the_shipped_classifier_serves_threads_at_once(chain):
+    # A scoring server calls one loaded model from several threads: nobody gets another's answer.
+    from concurrent.futures import ThreadPoolExecutor
+
     from components.export_onnx.serving import OnnxTextClassifier
+
+    served = OnnxTextClassifier(chain["dirs"]["onnx"])
+    texts = [["what a lovely day"] * 3, ["this is awful, I hate it"], ["the bus comes at nine"] * 2,
+             ["no idea what to think about this film honestly"] * 5]
+    expected = [served.logits(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(25):
+            got = list(pool.map(served.logits, texts))
+            for want, have in zip(expected, got, strict=True):
+                assert np.array_equal(want, have)
+
+
+def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
+    from components.export_onnx.serving import OnnxTextClassifier, openvino_bf16_available
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
     if result.runtime != "openvino_bf16":
         pytest.skip(f"shipped runtime is {result.runtime}; nothing to fall back from")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
-    served = OnnxTextClassifier(onnx_dir)
+    openvino_bf16_available.cache_clear()
+    try:
+        served = OnnxTextClassifier(onnx_dir)
+    finally:
+        openvino_bf16_available.cache_clear()  # the next caller sees this machine as it is
     assert served.runtime == "openvino_bf16"
     assert served.session.backend == "onnxruntime CPUExecutionProvider"
     assert "OpenVINO with bf16 is not available here" in capsys.readouterr().err

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from components.core.errors import ConfigError
 from components.finetune import spread
 
 
@@ -13,6 +16,17 @@ def test_processes_zero_means_one_per_gpu_and_one_without():
 
     assert spread.processes_for(3) == 3
     assert spread.processes_for(0) == max(torch.cuda.device_count(), 1)
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    import torch
+
+    # A node with 2 GPUs (the query is faked; the rule is what is under test).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert spread.processes_for(0) == 2 and spread.processes_for(2) == 2
+    with pytest.raises(ConfigError, match="finetune.processes=3, but this node has 2 GPU"):
+        spread.processes_for(3, "finetune.processes")
 
 
 def test_the_command_runs_the_same_step_under_torchrun_on_this_node():
