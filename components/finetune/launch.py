@@ -22,7 +22,7 @@ from pathlib import Path
 from components.core.errors import FmpipeError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m components.finetune.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with train/val/test.parquet (from ingest)")
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-model", default=None, help="a pretrained model folder (the pretrain step's)")
     parser.add_argument("--no-track", action="store_true", help="train without MLflow tracking")
     parser.add_argument("--result", default=None, help="write the result as JSON here (rank 0)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from components.core.config import Params, load_params
     from components.core.tracking import RunContext, default_tracking_uri

@@ -3,8 +3,10 @@ torchrun processes (gloo) train the model one process would."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -45,25 +47,53 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
         assert resumed[key] == straight[key]
 
 
-def test_two_gloo_processes_train_what_one_process_does(data_dir, tmp_path):
-    # Each of 2 processes takes batches of 16 and gradients are averaged: one step sees 32 rows,
-    # which one process gets with batch 32. In fp32 without dropout the two runs are the same
-    # computation up to rounding, so their losses and quality must match.
-    exact = ["finetune.bf16=false", "finetune.dropout=0", "finetune.group_by_length=false",
-             "finetune.epochs=4"]
-    ddp = run_launch(launch_cmd(data_dir, tmp_path / "ddp", tmp_path / "ddp.json", *exact,
-                                "finetune.batch_size=16", procs=2), tmp_path / "ddp.json")
-    one = run_launch(launch_cmd(data_dir, tmp_path / "one", tmp_path / "one.json", *exact,
-                                "finetune.batch_size=32"), tmp_path / "one.json")
-    assert ddp["world_size"] == 2 and one["world_size"] == 1
-    assert ddp["steps"] == one["steps"]
+# Each of 2 processes takes batches of 16 and gradients are averaged: one step sees 32 rows,
+# which one process gets with batch 32. In fp32 without dropout the runs are the same computation
+# up to rounding, so their losses and quality must match.
+EXACT = ["finetune.bf16=false", "finetune.dropout=0", "finetune.group_by_length=false", "finetune.epochs=4"]
+
+
+@pytest.fixture(scope="module")
+def one_process(data_dir, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("one")
+    return run_launch(launch_cmd(data_dir, out / "model", out / "one.json", *EXACT, "finetune.batch_size=32"),
+                      out / "one.json")
+
+
+def _assert_same_training(parallel: dict, one: dict) -> None:
+    assert parallel["world_size"] == 2 and one["world_size"] == 1
+    assert parallel["steps"] == one["steps"]
     loss = {name: [h["train_loss"] for h in r["history"] if "train_loss" in h] for name, r in
-            (("ddp", ddp), ("one", one))}
-    assert loss["ddp"] == pytest.approx(loss["one"], rel=1e-3)
-    assert abs(ddp["val_macro_f1"] - one["val_macro_f1"]) <= 0.02
+            (("parallel", parallel), ("one", one))}
+    assert loss["parallel"] == pytest.approx(loss["one"], rel=1e-3)
+    assert abs(parallel["val_macro_f1"] - one["val_macro_f1"]) <= 0.02
     # And it learned: well above the majority class's macro-F1 (about 0.2 for three classes).
-    assert ddp["val_macro_f1"] > 0.3
+    assert parallel["val_macro_f1"] > 0.3
+
+
+def test_two_gloo_processes_train_what_one_process_does(data_dir, tmp_path, one_process):
+    ddp = run_launch(launch_cmd(data_dir, tmp_path / "ddp", tmp_path / "ddp.json", *EXACT,
+                                "finetune.batch_size=16", procs=2), tmp_path / "ddp.json")
+    _assert_same_training(ddp, one_process)
     assert (tmp_path / "ddp" / "model.safetensors").exists()  # rank 0 saved the model
+
+
+def test_two_nodes_meet_and_train_what_one_process_does(data_dir, tmp_path, one_process):
+    # Two torchrun agents, as on two machines (a PyTorchJob's master and worker pods), started
+    # with the node rank and master address each pod gets; here both on localhost.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen(
+        launch_cmd(data_dir, tmp_path / "model", tmp_path / "result.json", *EXACT, "finetune.batch_size=16",
+                   torchrun=["--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+                             "--master_addr=127.0.0.1", f"--master_port={port}"]),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    _assert_same_training(json.loads((tmp_path / "result.json").read_text()), one_process)
+    assert (tmp_path / "model" / "model.safetensors").exists()  # node 0's rank 0 saved the model
 
 
 def _ctx(tmp_path):  # noqa: ANN001, ANN202
