@@ -4,7 +4,7 @@
   fmpipe step NAME           one step on files under artifacts/ (what dvc.yaml stages call)
   fmpipe compile             write the KFP IR YAML a Kubeflow cluster runs
   fmpipe data ingest SOURCE  version a data set with DVC
-  fmpipe promote / rollback / history / status   the registry (pipelines/cli_registry.py)
+  fmpipe promote / rollback / history / status / predict   the registry (pipelines/cli_registry.py)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
   fmpipe rollback MODEL                                              production back one step
   fmpipe history MODEL                                               every alias move: when, who, why
   fmpipe status                                                      models, aliases, headline metrics
+  fmpipe predict MODEL [--alias A | --version N] TEXT ...            what a registered model says
 """
 
 from __future__ import annotations
@@ -161,6 +162,46 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Label (and its probability) for each text, from the registered artifact as it serves."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+
+    from components.export_onnx.serving import SERVING_FILE, OnnxTextClassifier
+
+    _, client = _connect(args)
+    texts = list(args.texts)
+    if args.file:
+        texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise FmpipeError("nothing to predict: give texts as arguments or --file with one per line")
+    with _one_line_errors(client), tempfile.TemporaryDirectory() as tmp:
+        if args.version:
+            version, how = client.get_model_version(args.model, args.version), ""
+        else:
+            version, how = client.get_model_version_by_alias(args.model, args.alias), f" (alias {args.alias})"
+        # `models:/` URIs resolve against the process-wide registry: point it at this one.
+        mlflow.set_tracking_uri(client.tracking_uri)
+        mlflow.set_registry_uri(client.tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{args.model}/{version.version}",
+                                                         dst_path=tmp))
+        found = sorted(local.rglob(SERVING_FILE))
+        if not found:
+            raise FmpipeError(f"{args.model} version {version.version} holds no fmpipe ONNX artifact")
+        model = OnnxTextClassifier(found[0].parent)
+        logits = model.logits(texts)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    print(f"{args.model} version {version.version}{how}, served by {model.session.backend}")
+    width = max(len(label) for label in model.labels)
+    for text, row in zip(texts, probs, strict=True):
+        best = int(row.argmax())
+        print(f"{model.labels[best]:<{width}}  {row[best]:.2f}  {text}")
+    return 0
+
+
 def add_registry_commands(sub: Any) -> None:
     """Add the registry subcommands to `fmpipe`'s subparsers."""
 
@@ -198,3 +239,13 @@ def add_registry_commands(sub: Any) -> None:
     status = parser("status", "registered models, which version holds which alias, headline metrics")
     status.add_argument("model", nargs="?", help="only this model")
     status.set_defaults(func=cmd_status)
+
+    predict = parser("predict", "label texts with a registered model, as its ONNX artifact serves them "
+                     "(texts first: fmpipe predict MODEL TEXT ... [--alias production])")
+    predict.add_argument("model", help="registered model name")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--alias", default="staging", help="the version holding this alias (default: staging)")
+    which.add_argument("--version", help="this version instead of an alias")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
+    predict.add_argument("--file", help="a text file, one text per line")
+    predict.set_defaults(func=cmd_predict)

@@ -181,6 +181,25 @@ def test_registered_version_is_servable_from_the_registry_alone(chain):
     assert len(predictions) == 2 and set(predictions) <= {"negative", "neutral", "positive"}
 
 
+def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
+    from components.export_onnx.serving import OnnxTextClassifier
+    from pipelines.cli import main
+    from tests.conftest import REPO
+
+    name, uri = chain["params"].registry.model_name, chain["ctx"].tracking_uri
+    texts = ["what a lovely day", "this is awful, I hate it"]
+    assert main(["predict", name, *texts, "--alias", "staging", "--params", str(REPO / "params.yaml"),
+                 "-S", f"registry.tracking_uri={uri}"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.startswith(f"{name} version {chain['version']} (alias staging), served by ")
+    served = OnnxTextClassifier(chain["dirs"]["onnx"])  # the artifact that was registered
+    assert [row.split()[0] for row in rows] == served.predict(texts)
+    assert all(0 < float(row.split()[1]) <= 1 for row in rows)
+    assert main(["predict", name, "--alias", "production", "--params", str(REPO / "params.yaml"),
+                 "-S", f"registry.tracking_uri={uri}", "--file", str(REPO / "README.md")]) == 1
+    assert "alias production not found" in capsys.readouterr().err
+
+
 def test_promote_refuses_a_version_that_was_not_blessed(chain):
     ctx, params = chain["ctx"], chain["params"]
     name = params.registry.model_name
