@@ -182,11 +182,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             version, how = client.get_model_version(args.model, args.version), ""
         else:
             version, how = client.get_model_version_by_alias(args.model, args.alias), f" (alias {args.alias})"
-        # `models:/` URIs resolve against the process-wide registry: point it at this one.
-        mlflow.set_tracking_uri(client.tracking_uri)
-        mlflow.set_registry_uri(client.tracking_uri)
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{args.model}/{version.version}",
-                                                         dst_path=tmp))
+        # Through the client, not a `models:/` URI: that would need the process-wide registry URI.
+        source = client.get_model_version_download_uri(args.model, version.version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
+                                                         tracking_uri=client.tracking_uri))
         found = sorted(local.rglob(SERVING_FILE))
         if not found:
             raise FmpipeError(f"{args.model} version {version.version} holds no fmpipe ONNX artifact")
