@@ -28,6 +28,7 @@ from components.core.config import ExportConfig
 from components.core.task import TextClassificationTask
 from components.export_onnx.serving import (
     MODEL_FILE,
+    ONNXRUNTIME_CPU,
     OPENVINO_BF16,
     SERVING_FILE,
     OnnxTextClassifier,
@@ -273,7 +274,7 @@ def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     config = json.loads((onnx_dir / SERVING_FILE).read_text())
     labels = config["labels"]
-    wanted = OPENVINO_BF16 if config.get("runtime") == "openvino_bf16" else "onnxruntime CPUExecutionProvider"
+    wanted = OPENVINO_BF16 if config.get("runtime") == "openvino_bf16" else ONNXRUNTIME_CPU
     out["passed"] = (
         out["shape"] == [len(canaries), len(labels)]
         and out["backend"] == wanted

@@ -23,6 +23,7 @@ MODEL_FILE = "model.onnx"
 SERVING_FILE = "serving.json"  # {"labels": [...], "max_length": N, "runtime": one of RUNTIMES}
 RUNTIMES = ("onnxruntime", "openvino_bf16")
 OPENVINO_BF16 = "openvino CPU bf16"  # what Session.backend says when the bf16 path really runs
+ONNXRUNTIME_CPU = "onnxruntime CPUExecutionProvider"  # ... and on onnxruntime's CPU provider
 
 
 @functools.cache
