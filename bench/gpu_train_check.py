@@ -6,6 +6,13 @@ A random-init BERT of MiniLM's size (6 layers, hidden 384, 12 heads, intermediat
 Each contender trains `--warmup` steps, then is timed over `--steps` steps (the clock is read
 after the GPU has finished, at the same step boundaries). Goal (issue 4): our loop >= 2.5x Trainer.
 
+Contenders: Trainer with default settings but bf16; our loop eager; our loop compiled with CUDA
+graphs (reduce-overhead), all three on the same recipe (dropout 0.1, every weight trains); and
+the compiled loop on finetune's shipped recipe (params.yaml: dropout 0, word embeddings frozen),
+the one whose macro-F1 bench_finetune.py checks against Trainer's on the real corpus. Trainer's
+own whole-run figure (train_samples_per_second, start-up included) is printed beside its timed
+window; the ratios use the window, the stricter of the two.
+
 Needs torch and transformers only (no pydantic, mlflow or kfp); from the repo root:
 
     PYTHONPATH=. python bench/gpu_train_check.py            # on the GPU machine (< 5 minutes)
@@ -36,12 +43,18 @@ TINY_SHAPE = {"vocab_size": 30522, "hidden_size": 64, "num_hidden_layers": 2, "n
               "intermediate_size": 128}
 
 
-def make_model(shape: dict, device, attn: str):  # noqa: ANN001, ANN201
+def make_model(shape: dict, device, attn: str, shipped_recipe: bool = False):  # noqa: ANN001, ANN201
+    """BERT of `shape`; shipped_recipe = finetune's defaults: no dropout, word embeddings frozen."""
     from transformers import BertConfig, BertForSequenceClassification
 
     seed_everything(0)
-    config = BertConfig(**shape, max_position_embeddings=512, num_labels=3, attn_implementation=attn)
-    return BertForSequenceClassification(config).to(device)
+    dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if shipped_recipe else {}
+    config = BertConfig(**shape, **dropout, max_position_embeddings=512, num_labels=3,
+                        attn_implementation=attn)
+    model = BertForSequenceClassification(config).to(device)
+    if shipped_recipe:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model
 
 
 def synthetic_batches(n: int, batch: int, seq: int, vocab: int, pin: bool) -> list[dict]:
@@ -58,8 +71,10 @@ def synthetic_batches(n: int, batch: int, seq: int, vocab: int, pin: bool) -> li
     return out
 
 
-def time_trainer(shape: dict, batches: list[dict], warmup: int, steps: int, device, bf16: bool) -> float:  # noqa: ANN001
-    """Trainer with default settings except bf16=True (and no checkpoints, logging or reports)."""
+def time_trainer(shape: dict, batches: list[dict], warmup: int, steps: int, device,  # noqa: ANN001
+                 bf16: bool) -> tuple[float, float]:
+    """Trainer with default settings except bf16=True (and no checkpoints, logging or reports):
+    samples/s in the timed window, and Trainer's own whole-run train_samples_per_second."""
     import tempfile
 
     import torch
@@ -88,17 +103,17 @@ def time_trainer(shape: dict, batches: list[dict], warmup: int, steps: int, devi
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, max_steps=warmup + steps,
                                  bf16=bf16, save_strategy="no", report_to="none", disable_tqdm=True,
                                  logging_strategy="no", seed=0, use_cpu=device.type == "cpu")
-        Trainer(model=model, args=args, train_dataset=Rows(), callbacks=[Clock()]).train()
-    return steps * batch / (marks[warmup + steps] - marks[warmup])
+        report = Trainer(model=model, args=args, train_dataset=Rows(), callbacks=[Clock()]).train()
+    return steps * batch / (marks[warmup + steps] - marks[warmup]), report.metrics["train_samples_per_second"]
 
 
-def time_loop(shape: dict, batches: list[dict], warmup: int, steps: int, device, bf16: bool,
-              compile: bool, compile_mode: str | None = None) -> float:  # noqa: ANN001
+def time_loop(shape: dict, batches: list[dict], warmup: int, steps: int, device, bf16: bool,  # noqa: ANN001
+              compile: bool, compile_mode: str | None = None, shipped_recipe: bool = False) -> float:
     """Our loop, as finetune() runs it; the clock is read at the loop's own log points, where it
     waits for the GPU to report the loss (the only host sync of the loop)."""
     import torch
 
-    model = make_model(shape, device, attention_implementation(device))
+    model = make_model(shape, device, attention_implementation(device), shipped_recipe)
     marks: dict[int, float] = {}
 
     def log(metrics: dict, step: int) -> None:
@@ -122,9 +137,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny model, few steps (CPU ok)")
     parser.add_argument("--steps", type=int, help="timed steps per contender (default 200; smoke 4)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 20; smoke 2)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile contenders")
+    parser.add_argument("--compile-mode", default="reduce-overhead",
+                        help="torch.compile mode of the compiled contenders (default reduce-overhead: "
+                             "CUDA graphs; 'default' for plain inductor)")
     parser.add_argument("--compile-modes", nargs="*", default=[], metavar="MODE",
-                        help="also time these torch.compile modes (e.g. max-autotune-no-cudagraphs)")
+                        help="also time these modes on the same recipe (e.g. max-autotune)")
     args = parser.parse_args()
 
     import torch
@@ -151,29 +169,36 @@ def main() -> None:
     figures: dict = {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
                      "batch": batch, "seq": seq, "timed_steps": steps, "bf16": bf16}
     started = time.perf_counter()
-    figures["trainer_samples_per_s"] = round(time_trainer(shape, batches, warmup, steps, device, bf16), 1)
-    print(f"Trainer (bf16=True)        {figures['trainer_samples_per_s']:10.1f} samples/s", flush=True)
-    figures["loop_samples_per_s"] = round(time_loop(shape, batches, warmup, steps, device, bf16, False), 1)
-    print(f"our loop (bf16, fused)     {figures['loop_samples_per_s']:10.1f} samples/s", flush=True)
-    figures["loop_ratio"] = round(figures["loop_samples_per_s"] / figures["trainer_samples_per_s"], 3)
-    best = figures["loop_ratio"]
+    window, whole_run = time_trainer(shape, batches, warmup, steps, device, bf16)
+    trainer = figures["trainer_samples_per_s"] = round(window, 1)
+    figures["trainer_whole_run_samples_per_s"] = round(whole_run, 1)
+    print(f"{'Trainer (bf16=True)':<44s} {trainer:10.1f} samples/s "
+          f"(its own whole-run figure: {whole_run:.1f})", flush=True)
+
+    mode = None if args.compile_mode == "default" else args.compile_mode
+    # (key, label, compile, mode, shipped recipe)
+    contenders = [("loop", "our loop, eager", False, None, False)]
     if not args.no_compile:
-        compiled = time_loop(shape, batches, warmup, steps, device, bf16, True)
-        figures["compiled_samples_per_s"] = round(compiled, 1)
-        figures["compiled_ratio"] = round(compiled / figures["trainer_samples_per_s"], 3)
-        best = max(best, figures["compiled_ratio"])
-        print(f"our loop + torch.compile   {compiled:10.1f} samples/s", flush=True)
-        for mode in args.compile_modes:
-            rate = time_loop(shape, batches, warmup, steps, device, bf16, True, mode)
-            figures[f"compiled_{mode}_samples_per_s"] = round(rate, 1)
-            figures[f"compiled_{mode}_ratio"] = round(rate / figures["trainer_samples_per_s"], 3)
-            best = max(best, figures[f"compiled_{mode}_ratio"])
-            print(f"our loop + compile {mode:<24s} {rate:10.1f} samples/s", flush=True)
-    figures["best_ratio"] = best
-    figures["goal_met"] = bool(best >= 2.5)
+        contenders += [("compiled", f"our loop, compiled {args.compile_mode}", True, mode, False)]
+        contenders += [(f"compiled_{m}", f"our loop, compiled {m}", True, m, False)
+                       for m in args.compile_modes]
+        contenders += [("compiled_shipped_recipe", f"our loop, compiled {args.compile_mode}, shipped recipe",
+                        True, mode, True)]
+    for key, label, compiled, compile_mode, shipped in contenders:
+        rate = time_loop(shape, batches, warmup, steps, device, bf16, compiled, compile_mode, shipped)
+        figures[f"{key}_samples_per_s"] = round(rate, 1)
+        figures[f"{key}_ratio"] = round(rate / trainer, 3)
+        print(f"{label:<44s} {rate:10.1f} samples/s  {rate / trainer:5.2f}x Trainer", flush=True)
+
+    same = [figures[f"{key}_ratio"] for key, *_, shipped in contenders if not shipped]
+    figures["best_same_recipe_ratio"] = max(same)
+    figures["goal_met_same_recipe"] = bool(max(same) >= 2.5)
+    if "compiled_shipped_recipe_ratio" in figures:
+        figures["goal_met_shipped_recipe"] = bool(figures["compiled_shipped_recipe_ratio"] >= 2.5)
     figures["seconds"] = round(time.perf_counter() - started, 1)
-    print(f"ratio vs Trainer: loop {figures['loop_ratio']:.2f}x"
-          + (f", compiled {figures['compiled_ratio']:.2f}x" if "compiled_ratio" in figures else "")
+    print(f"best ratio vs Trainer's timed window, same recipe: {max(same):.2f}x"
+          + (f"; shipped recipe: {figures['compiled_shipped_recipe_ratio']:.2f}x"
+             if "compiled_shipped_recipe_ratio" in figures else "")
           + f" (goal >= 2.5x); {figures['seconds']:.0f}s in all")
     print(json.dumps(figures))
 

@@ -176,7 +176,8 @@ def finetune(
         epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
         grad_accum_steps=cfg.grad_accum_steps, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16,
-        compile=cfg.compile, log_every_steps=cfg.log_every_steps, eval_every_steps=cfg.eval_every_steps,
+        compile=cfg.compile, compile_mode=None if cfg.compile_mode == "default" else cfg.compile_mode,
+        log_every_steps=cfg.log_every_steps, eval_every_steps=cfg.eval_every_steps,
         early_stopping_patience=cfg.early_stopping_patience,
         checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="finetune",
     )

@@ -306,6 +306,7 @@ def pretrain(train_texts: list[str], heldout_texts: list[str], cfg: PretrainConf
         epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, grad_accum_steps=cfg.grad_accum_steps,
         max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, compile=cfg.compile,
+        compile_mode=None if cfg.compile_mode == "default" else cfg.compile_mode,
         log_every_steps=cfg.log_every_steps, checkpoint_every_steps=cfg.checkpoint_every_steps,
         seed=cfg.seed, desc=f"pretrain ({cfg.objective})",
     )
