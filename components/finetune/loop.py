@@ -99,17 +99,6 @@ def steps_per_epoch(n_batches: int, grad_accum_steps: int, world_size: int) -> i
     return n_batches // per_step
 
 
-def without_full_attention_mask(batch: Batch) -> Batch:
-    """The batch without its attention mask where the mask is all ones (no padding), which means
-    the same to every transformers model. Eager transformers drops such a mask itself so that SDPA
-    can take its flash kernel, but under torch.compile it cannot look at the values and keeps it.
-    Checked on the host before the batch moves, so it costs no GPU sync."""
-    mask = batch.get("attention_mask")
-    if mask is None or mask.device.type != "cpu" or not bool(mask.all()):
-        return batch
-    return {k: v for k, v in batch.items() if k != "attention_mask"}
-
-
 def _unwrap(model: Any) -> Any:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
 
@@ -228,9 +217,8 @@ def train_loop(
         if epoch != plan_epoch:
             plan_epoch, plan = epoch, batches_of_epoch(epoch)
         for micro in range(accum):
-            key = plan[(pos * accum + micro) * dist.world_size + dist.rank]
             batch = {k: v.to(device, non_blocking=True)
-                     for k, v in without_full_attention_mask(collate(key)).items()}
+                     for k, v in collate(plan[(pos * accum + micro) * dist.world_size + dist.rank]).items()}
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.
             sync = micro == accum - 1 or dist.world_size == 1
             with contextlib.nullcontext() if sync else forward_model.no_sync():
