@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -39,6 +40,27 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns (params, root)
     root = _repo_root(Path(args.params))
     apply_defaults(root)
     return load_params(args.params, args.set or []), root
+
+
+def _checkpoints_exist(params) -> None:  # noqa: ANN001
+    """The checkpoint training starts from exists here: else one line now, not a failure after
+    ingest and validation."""
+    from components.core.task import check_checkpoint
+
+    if params.pretrain.enabled:
+        if params.pretrain.mode == "continued":
+            check_checkpoint(params.pretrain.base_model, "pretrain.base_model")
+    else:
+        check_checkpoint(params.finetune.base_model, "finetune.base_model")
+
+
+def _tracking_server_up(params, root: Path) -> None:  # noqa: ANN001
+    """Bound MLflow's HTTP calls and check a tracking server answers before any work starts, so a
+    server that is down costs one line and a few seconds, not minutes of retries after training."""
+    from components.core.tracking import default_tracking_uri
+    from components.registry.step import bound_registry_calls
+
+    bound_registry_calls(params.registry, params.registry.tracking_uri or default_tracking_uri(root))
 
 
 def _context(params, root: Path, run_id: str, data_source: str = ""):  # noqa: ANN001, ANN202
@@ -90,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.summary import format_summary
 
     params, root = _load(args)
+    _tracking_server_up(params, root)
+    _checkpoints_exist(params)
     path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
     run_id = uuid.uuid4().hex
     ctx = _context(params, root, run_id, label)
@@ -123,16 +147,29 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_step(args: argparse.Namespace) -> int:
-    """One step on the files under artifacts/, as a DVC stage runs it."""
-    from components.core.errors import GateError
-    from components.registry.registry import params_digest
+# What each step reads under artifacts/, and the step that writes it.
+STEP_INPUTS = {
+    "validate_data": {"data": "ingest"},
+    "pretrain": {"data": "ingest"},
+    "finetune": {"data": "ingest"},
+    "evaluate": {"data": "ingest", "model": "finetune"},
+    "export_onnx": {"data": "ingest", "model": "finetune", "evaluation/blessing.json": "evaluate"},
+    "register": {"onnx": "export_onnx", "parity.json": "export_onnx",
+                 "evaluation/evaluation.json": "evaluate"},
+    "promote": {"registered.json": "register"},
+}
 
-    params, root = _load(args)
-    art = root / ARTIFACTS
-    digest = params_digest(params.to_json())
-    ctx = _context(params, root, f"dvc-{digest}", params.data.source)
-    name = args.name
+
+def _check_step_inputs(name: str, art: Path) -> None:
+    for rel, maker in STEP_INPUTS.get(name, {}).items():
+        if not (art / rel).exists():
+            raise FmpipeError(f"step {name} needs {ARTIFACTS / rel}, which `fmpipe step {maker}` writes "
+                              "(or run the stages in order: `dvc repro`)")
+
+
+def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
+    from components.core.errors import GateError
+
     if name == "ingest":
         from components.ingest import step
         from components.ingest.versioning import resolve_source
@@ -180,6 +217,28 @@ def cmd_step(args: argparse.Namespace) -> int:
         version = json.loads((art / "registered.json").read_text())["version"]
         move = step.run_promote(version, params, ctx)
         (art / "promoted.json").write_text(json.dumps({"alias": move.alias, "version": version}))
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    """One step on the files under artifacts/, as a DVC stage runs it."""
+    from components.core.tracking import finish_pipeline_run
+    from components.registry.registry import params_digest
+
+    params, root = _load(args)
+    art = root / ARTIFACTS
+    _check_step_inputs(args.name, art)
+    _tracking_server_up(params, root)
+    digest = params_digest(params.to_json())
+    ctx = _context(params, root, f"dvc-{digest}", params.data.source)
+    name = args.name
+    try:
+        _run_step(name, art, params, ctx)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the step's own error is the one to report
+            finish_pipeline_run(ctx, "FAILED")
+        raise
+    # A DVC stage is the whole of its process: leave the pipeline run ended, never RUNNING.
+    finish_pipeline_run(ctx, "FINISHED")
     print(f"[fmpipe] step {name}: done")
     return 0
 
@@ -238,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FmpipeError as exc:
+        print(f"fmpipe: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the user named that is missing or unreadable
         print(f"fmpipe: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

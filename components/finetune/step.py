@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
 from components.finetune import distributed, spread
 from components.finetune.finetune import FinetuneResult, LogFn, finetune
@@ -32,6 +33,8 @@ def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path 
     cfg = params.finetune
     if base := pretrained_base(base_model_dir):
         cfg = cfg.model_copy(update={"base_model": base})
+    else:
+        check_checkpoint(cfg.base_model, "finetune.base_model")
     splits = read_splits(data_dir)
     return finetune(
         splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),

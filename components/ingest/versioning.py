@@ -29,8 +29,9 @@ def _dvc(repo_root: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo_root,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise FmpipeError(f"dvc {' '.join(args)} failed: {last[0]}")
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")]  # DVC's own reason
+        raise FmpipeError(f"dvc {' '.join(args)} failed: {(errors or lines[-1:] or ['(no output)'])[0]}")
     return proc.stdout
 
 
@@ -59,23 +60,36 @@ def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> 
     suffix = src.suffix.lower() or ".csv"
     target = repo_root / "data" / f"{name}{suffix}"
     dvc_file = target.with_name(target.name + ".dvc")
+    others = [f for f in _tracked_files(name, repo_root) if f != target]
+    if others:
+        # One name, one data set: else `--data NAME` could not tell which file it means.
+        raise FmpipeError(f"the name '{name}' already tracks {others[0].relative_to(repo_root)}; ingest "
+                          f"{src.name} under another name (--name), or untrack that file first "
+                          f"(dvc remove {others[0].relative_to(repo_root)}.dvc)")
     md5 = file_md5(src)
     if tracked_md5(dvc_file) == md5 and target.exists() and file_md5(target) == md5:
         return DataVersion(target, md5, dvc_file, changed=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     if src.resolve() != target.resolve():
         shutil.copyfile(src, target)
-    _dvc(repo_root, "add", "--quiet", str(target.relative_to(repo_root)))
+    _dvc(repo_root, "add", str(target.relative_to(repo_root)))
     if push:
-        _dvc(repo_root, "push", "--quiet", str(dvc_file.relative_to(repo_root)))
+        _dvc(repo_root, "push", str(dvc_file.relative_to(repo_root)))
     return DataVersion(target, md5, dvc_file, changed=True)
+
+
+def _tracked_files(name: str, repo_root: Path) -> list[Path]:
+    return [f.with_suffix("") for f in sorted((repo_root / "data").glob(f"{name}.*.dvc"))]
 
 
 def find_tracked(name: str, repo_root: Path) -> Path | None:
     """data/<name>.<ext> when a data set of that name is tracked by DVC."""
-    for dvc_file in sorted((repo_root / "data").glob(f"{name}.*.dvc")):
-        return dvc_file.with_suffix("")
-    return None
+    files = _tracked_files(name, repo_root)
+    if len(files) > 1:
+        raise FmpipeError(f"the name '{name}' tracks {len(files)} files ("
+                          + ", ".join(str(f.relative_to(repo_root)) for f in files)
+                          + "): pass the file's path with --data, or untrack all but one (dvc remove)")
+    return files[0] if files else None
 
 
 def checkout_revision(tracked: Path, rev: str, repo_root: Path, out_dir: Path) -> Path:

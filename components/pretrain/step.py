@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
 from components.finetune import distributed, spread
 from components.finetune.step import checkpoint_root
@@ -19,6 +20,8 @@ SKIPPED_FILE = "pretrain_skipped.json"
 def train(data_dir: Path, model_dir: Path, params: Params, log: LogFn | None = None) -> PretrainResult:
     """Pretrain on the train split's text; the val split's text is the held-out set."""
     cfg = params.pretrain
+    if cfg.mode == "continued":
+        check_checkpoint(cfg.base_model, "pretrain.base_model")
     splits = read_splits(data_dir)
     return pretrain(splits["train"][TEXT].tolist(), splits["val"][TEXT].tolist(), cfg, model_dir, log=log,
                     checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir))

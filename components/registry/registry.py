@@ -181,6 +181,8 @@ def rollback(
     registered = settle_stopped(client, model_name, actor, limits.lease_s)
     recorded, target = rollback_target(parse_history(registered.tags), alias)
     current = alias_map(registered).get(alias)
+    if current is None and recorded is None:
+        raise FmpipeError(f"'{alias}' is not set on {model_name}: nothing to roll back")
     if current != recorded:
         raise ConcurrentChangeError(
             f"'{alias}' of {model_name} is on version {current} but its history ends on version "

@@ -12,7 +12,7 @@ import pytest
 
 from components.core.errors import GateError
 from components.core.task import TextClassificationTask
-from components.core.tracking import RunContext
+from components.core.tracking import RunContext, connect
 from components.evaluate import step as evaluate_step
 from components.export_onnx import step as export_step
 from components.finetune import step as finetune_step
@@ -72,7 +72,13 @@ def test_finetune_saves_a_loadable_model_with_its_label_map(chain):
 def test_evaluate_reports_model_baselines_and_blessing(chain):
     evaluation = chain["evaluation"]
     assert set(evaluation.baselines) == {"majority", "tfidf_logreg"}
-    assert 0.0 <= evaluation.model["macro_f1"] <= 1.0
+    # The headline figures agree with the confusion matrix they came from (rows = truth).
+    cm = np.array(evaluation.model["confusion_matrix"], dtype=float)
+    assert cm.sum() == chain["ingest"]["rows"]["test"]
+    tp, predicted, actual = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=(predicted + actual) > 0)
+    assert evaluation.model["macro_f1"] == pytest.approx(f1.mean())
+    assert evaluation.model["accuracy"] == pytest.approx(tp.sum() / cm.sum())
     # TF-IDF genuinely learns something from the real tweets; majority class cannot.
     assert evaluation.baselines["tfidf_logreg"]["macro_f1"] > evaluation.baselines["majority"]["macro_f1"]
     assert (chain["dirs"]["evaluation"] / "confusion_matrix.png").stat().st_size > 1000
@@ -203,8 +209,8 @@ def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
 def test_promote_refuses_a_version_that_was_not_blessed(chain):
     ctx, params = chain["ctx"], chain["params"]
     name = params.registry.model_name
-    mlflow.set_tracking_uri(ctx.tracking_uri)
-    with mlflow.start_run():
+    # In the test store's experiment: MLflow's Default one keeps artifacts in ./mlruns (the repo).
+    with mlflow.start_run(experiment_id=connect(ctx)):
         version = register_model(chain["dirs"]["onnx"], name,
                                  {"fmpipe.blessed": "false", "fmpipe.parity_passed": "true"}, {})
     with pytest.raises(GateError, match="was not blessed"):

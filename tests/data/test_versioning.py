@@ -32,7 +32,7 @@ def test_reingest_is_a_noop_and_changed_content_is_a_new_version(project, tmp_pa
     source.write_text("text,label\ngood,pos\nbad,neg\n")
     first = version_data(str(source), "reviews", project)
     assert first.changed and first.md5 == file_md5(source)
-    assert (project / ".dvc-storage").is_dir(), "not pushed to the local remote"
+    assert any(p.is_file() for p in (project / ".dvc-storage").rglob("*")), "not pushed to the local remote"
     assert not version_data(str(source), "reviews", project).changed
     source.write_text("text,label\ngood,pos\nbad,neg\nmeh,neu\n")
     second = version_data(str(source), "reviews", project)
@@ -62,3 +62,27 @@ def test_an_old_revision_is_recovered_through_dvc(project, tmp_path):
 def test_a_missing_source_is_a_clear_error(project):
     with pytest.raises(DataError, match="file_exists"):
         version_data("nowhere.csv", "x", project)
+
+
+def test_one_name_tracks_one_file(project, tmp_path):
+    csv, jsonl = tmp_path / "reviews.csv", tmp_path / "reviews.jsonl"
+    csv.write_text("text,label\ngood,pos\n")
+    jsonl.write_text('{"text": "good", "label": "pos"}\n')
+    version_data(str(csv), "reviews", project)
+    with pytest.raises(FmpipeError, match=r"the name 'reviews' already tracks data/reviews\.csv"):
+        version_data(str(jsonl), "reviews", project)
+    assert find_tracked("reviews", project) == project / "data" / "reviews.csv"
+    # Two files tracked under one name by hand: --data NAME refuses to guess.
+    version_data(str(jsonl), "reviews2", project)
+    (project / "data" / "reviews2.jsonl").rename(project / "data" / "reviews.jsonl")
+    (project / "data" / "reviews2.jsonl.dvc").rename(project / "data" / "reviews.jsonl.dvc")
+    with pytest.raises(FmpipeError, match="the name 'reviews' tracks 2 files"):
+        find_tracked("reviews", project)
+
+
+def test_a_dvc_failure_shows_dvc_own_reason(tmp_path):
+    source = tmp_path / "reviews.csv"
+    source.write_text("text,label\ngood,pos\n")
+    (tmp_path / "not_a_repo").mkdir()
+    with pytest.raises(FmpipeError, match=r"dvc add data/reviews\.csv failed: ERROR: .*DVC repository"):
+        version_data(str(source), "reviews", tmp_path / "not_a_repo")

@@ -103,3 +103,15 @@ def test_the_pipeline_step_fails_fast_and_opens_no_run(silent_port):
     with pytest.raises(RegistryUnreachableError, match="cannot reach the MLflow tracking server"):
         registry_step.run_promote("1", params, ctx)
     assert time.monotonic() - started < 60 and mlflow.active_run() is None  # no hang (generous bound)
+
+
+@pytest.mark.parametrize("command", [["run"], ["step", "ingest"]])
+def test_a_pipeline_run_checks_the_server_before_any_work(command, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when we call it
+    code = main([*command, "--params", str(REPO / "params.yaml"), *FAST_FAIL,
+                 "-S", f"registry.tracking_uri=http://127.0.0.1:{port}"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "(connection refused)" in err and len(err.strip().splitlines()) == 1
+    assert "versioning data" not in out and "step ingest: done" not in out  # no work was done

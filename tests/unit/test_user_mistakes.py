@@ -1,0 +1,63 @@
+"""A user's mistake on the command line: one clear line on stderr, exit 1, and no work done."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Path:
+    """A project folder with nothing but the repo's params.yaml in it."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path / "params.yaml"
+
+
+def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fmpipe: error: "), err
+    assert "versioning data" not in out  # stopped before any work
+    return lines[0]
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("finetune.base_model=no-such-model", "finetune.base_model='no-such-model' is not a built-in model"),
+    ("finetune.base_model=", "finetune.base_model is empty"),
+    ("finetune.base_model=/", "the folder has no config.json"),
+    ("finetune.epochs=[", "override 'finetune.epochs=[': the value is not valid YAML"),
+    ("registry.tracking_uri=/tmp/store", "registry.tracking_uri='/tmp/store': Value error, use a tracking"),
+])
+def test_a_bad_override_of_run_is_one_line_before_any_work(params, capsys, override, expected):
+    line = one_line_error(capsys, ["run", "--params", str(params), "-S", override])
+    assert expected in line
+    assert not (params.parent / "data").exists()  # no data set was copied or versioned
+
+
+def test_a_continued_pretrain_checks_its_own_checkpoint(params, capsys):
+    line = one_line_error(capsys, ["run", "--params", str(params), "-S", "pretrain.enabled=true",
+                                   "-S", "pretrain.base_model=nowhere/at-all"])
+    assert "pretrain.base_model='nowhere/at-all'" in line
+
+
+def test_params_that_are_a_folder_or_not_sections(tmp_path, capsys):
+    assert "is a folder" in one_line_error(capsys, ["compile", "--params", str(tmp_path)])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    line = one_line_error(capsys, ["compile", "--params", str(listed), "-S", "finetune.epochs=2"])
+    assert "must hold sections (data:, finetune:, ...), not a list" in line
+
+
+@pytest.mark.parametrize(("step", "missing", "maker"), [
+    ("evaluate", "artifacts/data", "ingest"),
+    ("promote", "artifacts/registered.json", "register"),
+])
+def test_a_step_without_its_inputs_names_the_step_that_makes_them(params, capsys, step, missing, maker):
+    line = one_line_error(capsys, ["step", step, "--params", str(params)])
+    assert f"step {step} needs {missing}, which `fmpipe step {maker}` writes" in line
