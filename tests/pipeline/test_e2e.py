@@ -57,9 +57,10 @@ def test_every_step_recorded_its_time_in_mlflow(good_run):
     parent = mlflow.search_runs(experiment_names=["fmpipe"],
                                 filter_string="tags.`fmpipe.kind` = 'pipeline'")
     assert len(parent) == 1 and parent.iloc[0]["status"] == "FINISHED"
-    for step in ("ingest", "validate_data", "pretrain", "finetune", "evaluate", "export_onnx", "register",
+    for step in ("ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register",
                  "promote"):
         assert parent.iloc[0][f"metrics.time_{step}_s"] > 0, step
+    assert "metrics.time_pretrain_s" not in parent.columns  # disabled: a marker, no step run
 
 
 def test_bad_data_stops_at_validation_and_registers_nothing(project, good_run):
