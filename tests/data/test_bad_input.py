@@ -132,6 +132,12 @@ def test_bad_input_stops_with_one_clear_line(project, capsys, case, name, conten
     assert f"rule '{rule}'" in message  # the rule
     assert not any("Traceback" in line for line in err)
     assert registry_state() == before  # nothing registered, no alias moved
+    assert "RUNNING" not in pipeline_run_states()  # a stage that failed ended its MLflow run
+
+
+def pipeline_run_states() -> list[str]:
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`fmpipe.kind` = 'pipeline'")
+    return list(runs["status"]) if len(runs) else []
 
 
 def test_the_table_covers_at_least_fifteen_kinds():
@@ -158,3 +164,5 @@ def test_repairable_input_is_repaired_and_reported(project, name, content, repai
     if name == "mixed.csv":
         assert report["read"]["lines_with_invalid_utf8"] > 0
     assert Path(project / "artifacts" / "validation" / "report.html").exists()
+    states = pipeline_run_states()
+    assert states and "RUNNING" not in states  # each DVC stage ends the pipeline run it logged to
