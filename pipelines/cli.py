@@ -302,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a file the user named that is missing or unreadable
         print(f"fmpipe: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if not type(exc).__module__.startswith("mlflow"):
+            raise  # a bug: its traceback is what a report needs
+        # e.g. a tracking server that went away mid-run: MLflow's first line says what failed.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fmpipe: error: MLflow: {first[:400]}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fmpipe: interrupted", file=sys.stderr)
         return 130

@@ -61,3 +61,28 @@ def test_params_that_are_a_folder_or_not_sections(tmp_path, capsys):
 def test_a_step_without_its_inputs_names_the_step_that_makes_them(params, capsys, step, missing, maker):
     line = one_line_error(capsys, ["step", step, "--params", str(params)])
     assert f"step {step} needs {missing}, which `fmpipe step {maker}` writes" in line
+
+
+def test_an_mlflow_failure_mid_command_is_one_line(monkeypatch, capsys):
+    from mlflow.exceptions import MlflowException
+
+    import pipelines.cli as cli
+
+    def server_gone(args):  # noqa: ANN001, ANN202
+        raise MlflowException("API request to http://host:5000/api/2.0/mlflow/runs/update failed\nmore")
+
+    monkeypatch.setattr(cli, "cmd_compile", server_gone)
+    assert main(["compile"]) == 1
+    assert capsys.readouterr().err == ("fmpipe: error: MLflow: API request to "
+                                       "http://host:5000/api/2.0/mlflow/runs/update failed\n")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    import pipelines.cli as cli
+
+    def bug(args):  # noqa: ANN001, ANN202
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(cli, "cmd_compile", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["compile"])
