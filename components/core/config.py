@@ -153,6 +153,12 @@ class TrainLoopFields(_Section):
     processes: int = Field(1, ge=0)
     resources: ResourcesConfig = ResourcesConfig()
 
+    @model_validator(mode="after")
+    def _compile_mode(self) -> TrainLoopFields:
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode {self.compile_mode} needs compile: true")
+        return self
+
 
 class FinetuneConfig(TrainLoopFields):
     base_model: str = "minilm"
@@ -339,6 +345,8 @@ def parse_params(raw: dict[str, Any]) -> Params:
                 problems.append(f"{key}: unknown setting (check the spelling against params.yaml)")
             elif err["type"] == "missing":
                 problems.append(f"{key}: required setting is missing")
+            elif isinstance(err.get("input"), dict):  # a rule across a section's settings
+                problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
             else:
                 problems.append(f"{key}={err.get('input')!r}: {err['msg']}")
         raise ConfigError("invalid params: " + "; ".join(problems)) from None

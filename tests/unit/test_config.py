@@ -32,6 +32,7 @@ def test_override_without_equals_is_a_clear_error():
         ("finetune.epoch=2", r"finetune\.epoch: unknown setting \(check the spelling"),
         ("ingest.test_fraction=0.9", r"ingest\.test_fraction=0\.9: Input should be less than 0\.5"),
         ("validate_data.min_rows=100000000", "min_rows must be <= max_rows"),
+        ("finetune.compile_mode=max-autotune", "compile_mode max-autotune needs compile: true"),
         ("finetune.compile_mode=fast", r"finetune\.compile_mode='fast': Input should be 'default', 'reduce"),
     ],
 )
