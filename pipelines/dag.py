@@ -50,6 +50,11 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
                     parity_passed=export_task.outputs["Output"],
                     **common,
                 )
-                promote(version=register_task.output, **common)
+                promote_task = promote(version=register_task.output, **common)
+        # Every step tracks to MLflow or moves the registry, and names its data by path, not
+        # content: a cached result would skip retraining on new data at the same path, or a promotion.
+        for task in (ingest_task, validate_task, pretrain_task, finetune_task, evaluate_task, export_task,
+                     register_task, promote_task):
+            task.set_caching_options(enable_caching=False)
 
     return training_pipeline

@@ -65,3 +65,14 @@ def test_conditions_gate_everything_after_evaluate(tmp_path: Path):
     assert conditions["condition-2"] == (
         "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true")
     assert set(root_tasks) == {"ingest", "validate-data", "pretrain", "finetune", "evaluate", "condition-1"}
+
+
+def test_no_step_is_ever_served_from_kfp_cache(tmp_path: Path):
+    """Steps track to MLflow and move the registry, and name their data by path: a cache hit would
+    silently skip retraining on new data, or a promotion."""
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    tasks = {name: task for component in [spec["root"], *spec["components"].values()]
+             for name, task in component.get("dag", {}).get("tasks", {}).items()
+             if "dag" not in spec["components"][task["componentRef"]["name"]]}
+    assert sorted(t.replace("-", "_") for t in tasks) == sorted(STEPS)
+    assert not [name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")]
