@@ -109,7 +109,7 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local import run_locally
-    from pipelines.summary import format_summary
+    from pipelines.summary import exit_status, format_summary
 
     params, root = _load(args)
     _tracking_server_up(params, root)
@@ -121,10 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
     outcome = run_locally(path, params, ctx, root / ".fmpipe" / "runs" / run_id)
     print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
-    if not outcome.succeeded:
-        print(f"fmpipe: error: {outcome.error}", file=sys.stderr)
-        return 1
-    return 0
+    status, error = exit_status(outcome, args.require_registered)
+    if error:
+        print(f"fmpipe: error: {error}", file=sys.stderr)
+    return status
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-rev", metavar="REV",
                      help="train on the version the data set had at this git revision (via DVC)")
     run.add_argument("--no-push", action="store_true", help="don't push the data to the DVC remote")
+    run.add_argument("--require-registered", action="store_true",
+                     help="exit 3 when the run registers no new version because evaluate did not "
+                     "bless the model (for CI; by default that ends a run with 0). A failed step, or "
+                     "an export that fails its parity check, always exits 1")
     run.set_defaults(func=cmd_run)
 
     step = with_params(sub.add_parser("step", help="run one step on artifacts/ (used by dvc.yaml)"))

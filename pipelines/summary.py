@@ -67,3 +67,26 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
     lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
     lines.append("=" * 64)
     return "\n".join(lines)
+
+
+NOT_REGISTERED = 3  # the exit status of --require-registered when a run registers nothing
+
+
+def exit_status(outcome: RunOutcome, require_registered: bool = False) -> tuple[int, str | None]:
+    """(exit status, error line) of a run. A failed step is 1; so is an export that failed its
+    parity or smoke check (a defect, not a verdict on the model). A model evaluate did not bless is
+    a normal outcome of a scheduled retraining (0), unless the caller requires a new version (3)."""
+    m, t = outcome.metrics, outcome.tags
+    if not outcome.succeeded:
+        return 1, outcome.error or "the run failed"
+    if t.get("fmpipe.model_version"):
+        return 0, None
+    if m.get("parity_passed") == 0.0:
+        smoke = "failed" if m.get("smoke_passed") == 0.0 else "passed"
+        return 1, (f"export_onnx: the exported model failed its checks (max |logit diff| "
+                   f"{m.get('parity_max_abs_logit_diff', float('nan')):.2e}, smoke check {smoke}); "
+                   "nothing registered")
+    if require_registered:
+        return NOT_REGISTERED, ("evaluate did not bless the model, so nothing was registered "
+                                "(--require-registered)")
+    return 0, None

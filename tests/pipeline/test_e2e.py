@@ -107,7 +107,7 @@ def test_data_rev_trains_on_an_older_data_version(project, good_run):
     again = fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets")
     assert "unchanged (no-op)" in again.stdout
 
-    result = fmpipe(project, "run", "--data", "tweets", "--data-rev", rev1)
+    result = fmpipe(project, "run", "--data", "tweets", "--data-rev", rev1, "--require-registered")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     newest = max(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
     assert newest.tags["fmpipe.data_md5"] == v1_md5
