@@ -108,7 +108,7 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.local import run_locally
+    from pipelines.local import prune_old_runs, run_locally
     from pipelines.summary import exit_status, format_summary
 
     params, root = _load(args)
@@ -119,7 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _context(params, root, run_id, label)
     ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
     print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
-    outcome = run_locally(path, params, ctx, root / ".fmpipe" / "runs" / run_id)
+    runs_dir = root / ".fmpipe" / "runs"
+    outcome = run_locally(path, params, ctx, runs_dir / run_id)
+    if pruned := prune_old_runs(runs_dir, args.keep_runs):
+        print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {runs_dir} "
+              f"(their logs stay; --keep-runs {args.keep_runs})", flush=True)
     print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
     status, error = exit_status(outcome, args.require_registered)
     if error:
@@ -274,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 3 when the run registers no new version because evaluate did not "
                      "bless the model (for CI; by default that ends a run with 0). A failed step, or "
                      "an export that fails its parity check, always exits 1")
+    run.add_argument("--keep-runs", type=int, default=5, metavar="N",
+                     help="keep the outputs (model, ONNX, splits) of the newest N runs under "
+                     ".fmpipe/runs and delete older ones, logs kept (default 5; 0 = keep all)")
     run.set_defaults(func=cmd_run)
 
     step = with_params(sub.add_parser("step", help="run one step on artifacts/ (used by dvc.yaml)"))

@@ -96,3 +96,19 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
         # The failing step recorded a clear reason on the run; prefer it to kfp's generic text.
         outcome.error = outcome.tags.get(ERROR_TAG) or error.splitlines()[0]
     return outcome
+
+
+def prune_old_runs(runs_dir: Path, keep: int) -> list[Path]:
+    """Delete the outputs (model, ONNX files, splits, checkpoints) of every run but the newest
+    `keep`, so scheduled runs don't fill the disk; each run's pipeline.log stays. The registered
+    versions live in MLflow, not here. Returns the run folders pruned."""
+    def last_written(run: Path) -> float:
+        log = run / "pipeline.log"
+        return (log if log.exists() else run).stat().st_mtime
+
+    if keep <= 0 or not runs_dir.is_dir():
+        return []
+    runs = sorted((d for d in runs_dir.iterdir() if (d / "outputs").is_dir()), key=last_written, reverse=True)
+    for run in runs[keep:]:
+        shutil.rmtree(run / "outputs", ignore_errors=True)
+    return runs[keep:]
