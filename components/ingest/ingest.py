@@ -173,7 +173,7 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
 def split(
     frame: pd.DataFrame, cfg: IngestConfig, source: str, label_name: str = LABEL
 ) -> dict[str, pd.DataFrame]:
-    """Stratified, seeded train/val/test split (after an optional stratified sample cap).
+    """Stratified train/val/test split, stable as the data grows (after an optional sample cap).
 
     label_name is the user's name for the label column, for error messages.
     """
@@ -194,15 +194,36 @@ def split(
     if cfg.sample_cap and len(df) > cfg.sample_cap:
         df, _ = train_test_split(df, train_size=cfg.sample_cap, stratify=df[LABEL],
                                  random_state=cfg.seed)
-    held_out = cfg.val_fraction + cfg.test_fraction
-    try:
-        train, rest = train_test_split(df, test_size=held_out, stratify=df[LABEL],
-                                       random_state=cfg.seed)
-        val, test = train_test_split(rest, test_size=cfg.test_fraction / held_out,
-                                     stratify=rest[LABEL], random_state=cfg.seed)
-    except ValueError as exc:
-        raise DataError(source, label_name, "stratified_split", str(exc)) from None
-    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, val, test), strict=True)}
+    # Each text's place comes from a seeded hash of its normalized form, not from a shuffle of
+    # the whole table: when a data set grows, rows keep their split (only rows at a class's
+    # cut-off may move), so a champion is not scored on texts it was trained on.
+    rank = df[TEXT].map(lambda text: stable_fraction(normalized_key(text), cfg.seed))
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in SPLITS}
+    for label, rows in df.assign(_rank=rank).groupby(LABEL, sort=True):
+        rows = rows.sort_values("_rank", kind="stable")
+        n_test = max(1, round(len(rows) * cfg.test_fraction))
+        n_val = max(1, round(len(rows) * cfg.val_fraction))
+        # Cut at rank values, not positions, so repeated texts (one rank) stay together.
+        ranks = rows["_rank"].to_numpy()
+        cut_test = ranks[min(n_test, len(rows) - 1)]
+        cut_val = ranks[min(n_test + n_val, len(rows) - 1)]
+        chosen = {"test": rows[ranks < cut_test], "val": rows[(ranks >= cut_test) & (ranks < cut_val)],
+                  "train": rows[ranks >= cut_val]}
+        if n_test + n_val >= len(rows) or not all(len(part) for part in chosen.values()):
+            raise DataError(source, label_name, "stratified_split",
+                            f"label {label!r} has {len(rows)} rows ({rows[TEXT].nunique()} distinct): "
+                            f"too few for {n_test} test, {n_val} val and some training rows")
+        for name, part in chosen.items():
+            parts[name].append(part)
+    # Rows in hash order: a fixed shuffle that does not depend on the source file's order.
+    return {name: pd.concat(chunks).sort_values("_rank", kind="stable").drop(columns="_rank")
+            .reset_index(drop=True) for name, chunks in parts.items()}
+
+
+def stable_fraction(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by key and seed, the same on every machine and Python run."""
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def write_splits(out_dir: Path, splits: dict[str, pd.DataFrame]) -> None:

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,6 +83,34 @@ def test_split_is_stratified_seeded_and_disjoint():
     assert set(first["test"][LABEL].value_counts()) == {10}
     texts = [set(part[TEXT]) for part in first.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+
+
+def test_split_is_stable_as_the_data_grows():
+    rng = np.random.default_rng(0)
+    texts = [f"text number {i}" for i in range(3000)]
+    labels = rng.choice(["a", "b", "c"], size=3000, p=[0.6, 0.3, 0.1]).tolist()
+    old = pd.DataFrame({TEXT: texts[:2500], LABEL: labels[:2500]})
+    grown = pd.DataFrame({TEXT: texts, LABEL: labels}).sample(frac=1, random_state=1)  # new rows, new order
+    where = {}
+    for version, frame in (("old", old), ("grown", grown)):
+        for name, part in split(frame, IngestConfig(), "f").items():
+            where.update({(version, text): name for text in part[TEXT]})
+    moved = [t for t in texts[:2500] if where[("old", t)] != where[("grown", t)]]
+    old_train_now_test = [t for t in moved if where[("old", t)] == "train" and where[("grown", t)] == "test"]
+    # Only rows at a class's cut-off move (a seeded shuffle of the whole table, the old way, moved
+    # 35% of them, 8% from train to test).
+    assert len(moved) < 25 and len(old_train_now_test) < 10
+
+
+def test_split_puts_repeated_texts_in_one_split_and_refuses_too_few_rows():
+    frame = pd.DataFrame({TEXT: ["same text"] * 3 + [f"t{i}" for i in range(60)],
+                          LABEL: ["a"] * 3 + ["a", "b"] * 30})
+    parts = split(frame, IngestConfig(), "f")
+    assert sum((part[TEXT] == "same text").sum() for part in parts.values()) == 3
+    assert sum((part[TEXT] == "same text").any() for part in parts.values()) == 1
+    tiny = pd.DataFrame({TEXT: [f"t{i}" for i in range(8)], LABEL: ["a"] * 4 + ["b"] * 4})
+    with pytest.raises(DataError, match="stratified_split"):
+        split(tiny, IngestConfig(val_fraction=0.45, test_fraction=0.45), "f.csv")
 
 
 def test_split_refuses_a_single_class():
