@@ -223,6 +223,17 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         (art / "promoted.json").write_text(json.dumps({"alias": move.alias, "version": version}))
 
 
+def _source_md5(source: str) -> str:
+    """The data file's md5, or "" when it can't be read: ingest then says what is wrong with it."""
+    from components.ingest.ingest import BUILTIN_CORPORA, builtin_corpus_path, file_md5
+
+    path = builtin_corpus_path(source) if source in BUILTIN_CORPORA else Path(source).expanduser()
+    try:
+        return file_md5(path)
+    except OSError:
+        return ""
+
+
 def cmd_step(args: argparse.Namespace) -> int:
     """One step on the files under artifacts/, as a DVC stage runs it."""
     from components.core.tracking import finish_pipeline_run
@@ -232,7 +243,9 @@ def cmd_step(args: argparse.Namespace) -> int:
     art = root / ARTIFACTS
     _check_step_inputs(args.name, art)
     _tracking_server_up(params, root)
-    digest = params_digest(params.to_json())
+    # One MLflow pipeline run per (params, data content): a `dvc repro` on new data at the same
+    # path starts a new one instead of overwriting the last run's figures.
+    digest = params_digest(params.to_json() + _source_md5(params.data.source))
     ctx = _context(params, root, f"dvc-{digest}", params.data.source)
     name = args.name
     try:

@@ -183,3 +183,22 @@ def test_a_text_shared_between_splits_stops_validation(project, capsys):
         assert "rule 'no_text_shared_between_splits'" in message
     finally:
         shutil.rmtree(data)  # the next test ingests afresh
+
+
+def test_each_data_content_gets_its_own_dvc_pipeline_run(project):
+    source = project / "inputs" / "grows" / "a.csv"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    args = ["--params", str(project / "params.yaml"), "-S", f"data.source={source}"]
+
+    def runs_of_this_source() -> set[str]:
+        runs = mlflow.search_runs(search_all_experiments=True,
+                                  filter_string="tags.`fmpipe.kind` = 'pipeline'")
+        return set(runs[runs["tags.fmpipe.data_source"] == str(source)]["run_id"])
+
+    source.write_bytes(csv(GOOD_ROWS))
+    assert main(["step", "ingest", *args]) == 0
+    assert main(["step", "ingest", *args]) == 0  # same params, same data: the same run
+    assert len(runs_of_this_source()) == 1
+    source.write_bytes(csv(GOOD_ROWS.iloc[:-5]))  # new data at the same path
+    assert main(["step", "ingest", *args]) == 0
+    assert len(runs_of_this_source()) == 2
