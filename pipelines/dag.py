@@ -39,9 +39,13 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
         finetune_task = apply_resources(
             finetune(dataset=dataset, base_model=pretrain_task.outputs["model"], **common),
             params.finetune.resources)
-        evaluate_task = evaluate(dataset=dataset, model=finetune_task.outputs["model"], **common)
+        evaluate_task = apply_resources(
+            evaluate(dataset=dataset, model=finetune_task.outputs["model"], **common),
+            params.evaluate.resources)
         with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-            export_task = export_onnx(dataset=dataset, model=finetune_task.outputs["model"], **common)
+            export_task = apply_resources(
+                export_onnx(dataset=dataset, model=finetune_task.outputs["model"], **common),
+                params.export_onnx.resources)
             with dsl.If(export_task.outputs["Output"] == True, name="parity-passed"):  # noqa: E712
                 register_task = register(
                     onnx_model=export_task.outputs["onnx_model"],

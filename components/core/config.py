@@ -229,6 +229,7 @@ class EvaluateConfig(_Section):
     slices: dict[str, str] = {}                  # slice name -> regex a text must contain
     min_slice_rows: int = Field(30, ge=1)        # smaller slices are flagged, not scored
     champion: ChampionConfig = ChampionConfig()
+    resources: ResourcesConfig = ResourcesConfig()  # loads the model, the champion and TF-IDF
 
     @model_validator(mode="after")
     def _valid(self) -> EvaluateConfig:
@@ -264,6 +265,7 @@ class ExportConfig(_Section):
     ship_preference: list[ExportVariant] = Field(
         default_factory=lambda: ["openvino_bf16", "int8", "optimized", "fp32"], min_length=1)
     benchmark: bool = True       # time each variant (batch 1 and 32) and log it
+    resources: ResourcesConfig = ResourcesConfig()  # builds and times several graphs at once
 
 
 class RegistryConfig(_Section):

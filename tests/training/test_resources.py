@@ -40,6 +40,22 @@ def test_resources_reach_the_compiled_training_task(tmp_path):
     assert wired["taskOutputArtifact"] == {"outputArtifactKey": "model", "producerTask": "pretrain"}
 
 
+def test_evaluate_and_export_ask_for_their_own_resources(tmp_path):
+    import yaml
+
+    from pipelines.compile import compile_pipeline
+
+    params = load_params(REPO / "params.yaml", [
+        "evaluate.resources.memory_request=4Gi", "export_onnx.resources.cpu_limit=4",
+        "export_onnx.resources.memory_limit=8Gi"])
+    executors = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", params).read_text())[
+        "deploymentSpec"]["executors"]
+    assert executors["exec-evaluate"]["container"]["resources"] == {"memoryRequest": 4.294967296,
+                                                                  "resourceMemoryRequest": "4Gi"}
+    export = executors["exec-export-onnx"]["container"]["resources"]
+    assert export["resourceCpuLimit"] == "4" and export["resourceMemoryLimit"] == "8Gi"
+
+
 def test_default_resources_leave_the_task_alone():
     from components.core.config import ResourcesConfig
     from components.finetune.resources import apply_resources
