@@ -201,7 +201,7 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         blessing = json.loads((art / "evaluation" / "blessing.json").read_text())
         if not blessing["blessed"]:
             raise GateError("the model was not blessed by evaluate; nothing to export")
-        result = step.run(art / "data", art / "model", art / "onnx", params, ctx)
+        result = step.run(art / "data", art / "model", art / "onnx", params, ctx, art / "evaluation")
         (art / "parity.json").write_text(json.dumps({"passed": result.parity.passed}))
     elif name == "register":
         from components.ingest.ingest import file_md5

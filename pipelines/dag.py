@@ -44,7 +44,8 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
             params.evaluate.resources)
         with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
             export_task = apply_resources(
-                export_onnx(dataset=dataset, model=finetune_task.outputs["model"], **common),
+                export_onnx(dataset=dataset, model=finetune_task.outputs["model"],
+                            evaluation=evaluate_task.outputs["evaluation"], **common),
                 params.export_onnx.resources)
             with dsl.If(export_task.outputs["Output"] == True, name="parity-passed"):  # noqa: E712
                 register_task = register(

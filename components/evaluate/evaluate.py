@@ -13,6 +13,17 @@ import numpy as np
 from components.core.config import EvaluateConfig
 from components.core.task import TextClassificationTask
 
+CHAMPION_CHECK = "macro_f1 vs champion"  # the blessing check that compares with the champion
+EVALUATION_FILE = "evaluation.json"  # evaluate's output: metrics, baselines, blessing, champion
+
+
+def champion_floor(evaluation: dict[str, Any]) -> float | None:
+    """The macro-F1 the champion rule asked of the model (evaluation.json's check), if it ran."""
+    for check in evaluation.get("blessing", {}).get("checks", []):
+        if check["name"].startswith(CHAMPION_CHECK):
+            return float(check["threshold"])
+    return None
+
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, per-class report and confusion matrix (rows = truth)."""
@@ -148,7 +159,7 @@ def decide_blessing(
         best = champion.metrics["macro_f1"]
         needed = best - policy.tolerance if policy.allow_within_tolerance else best + policy.min_delta
         how = f"within {policy.tolerance}" if policy.allow_within_tolerance else f"by {policy.min_delta}"
-        checks.append(Check(f"macro_f1 vs champion ({how})", m["macro_f1"], needed,
+        checks.append(Check(f"{CHAMPION_CHECK} ({how})", m["macro_f1"], needed,
                             m["macro_f1"] >= needed))
         for name, ours in challenger.slices.items():
             theirs = champion.slices.get(name, {})

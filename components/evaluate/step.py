@@ -11,7 +11,7 @@ from pathlib import Path
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
 from components.evaluate.champion import champion_logits
-from components.evaluate.evaluate import Evaluation, evaluate
+from components.evaluate.evaluate import EVALUATION_FILE, Evaluation, evaluate
 from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
 from components.ingest.ingest import LABEL, TEXT, read_splits
 
@@ -31,7 +31,7 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
             params.finetune.bf16, champion=champion,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(json.dumps(asdict(result), indent=1))
+        (out_dir / EVALUATION_FILE).write_text(json.dumps(asdict(result), indent=1))
         (out_dir / BLESSING_FILE).write_text(json.dumps(asdict(result.blessing), indent=1))
         plot_confusion(result.model["confusion_matrix"], result.labels, out_dir / "confusion_matrix.png")
         plot_reliability(result.calibration, out_dir / "reliability.png")

@@ -137,17 +137,23 @@ class ExportResult:
     agreement: dict[str, float] = field(default_factory=dict)  # argmax agreement with PyTorch, each variant
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
+    champion_floor: float | None = None  # macro-F1 a reduced-precision variant had to reach
 
 
-def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfig) -> str:
+def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfig,
+                   macro_f1: dict[str, float] | None = None, f1_floor: float | None = None) -> str:
     """The first variant of cfg.ship_preference that was built and, if it computes at reduced
-    precision, lost at most max_quantized_f1_loss macro-F1; else the optimized graph if built,
-    else fp32."""
+    precision, lost at most max_quantized_f1_loss macro-F1 and, given f1_floor (what evaluate's
+    champion rule asked of the model), still scores at least that; else the optimized graph if
+    built, else fp32 (the fp32-precision graphs compute what evaluate blessed)."""
     for name in cfg.ship_preference:
         if name not in built:
             continue
-        if name in REDUCED_PRECISION and not f1_loss.get(name, float("inf")) <= cfg.max_quantized_f1_loss:
-            continue
+        if name in REDUCED_PRECISION:
+            if not f1_loss.get(name, float("inf")) <= cfg.max_quantized_f1_loss:
+                continue
+            if f1_floor is not None and not (macro_f1 or {}).get(name, -1.0) >= f1_floor:
+                continue
         return name
     return "optimized" if "optimized" in built else "fp32"
 
@@ -214,13 +220,17 @@ def build_variants(model_dir: Path, work: Path, cfg: ExportConfig
 def export_and_check(
     model_dir: Path, out_dir: Path, work: Path, test_texts: list[str], test_labels: list[str],
     cfg: ExportConfig, max_length: int, task: TextClassificationTask | None = None,
+    champion_floor: float | None = None,
 ) -> ExportResult:
     """Build the variants, check parity and the reduced-precision gate, ship the chosen one as
-    out_dir/model.onnx (with its runtime in serving.json)."""
+    out_dir/model.onnx (with its runtime in serving.json). champion_floor: the macro-F1 on these
+    test texts that evaluate's champion rule asked of the model; a reduced-precision variant
+    below it does not ship, so the shipped artifact beats the champion as the model did."""
     task = task or TextClassificationTask()
     texts, truth = test_texts, test_labels
-    if cfg.parity_max_rows:
+    if cfg.parity_max_rows and cfg.parity_max_rows < len(texts):
         texts, truth = texts[: cfg.parity_max_rows], truth[: cfg.parity_max_rows]
+        champion_floor = None  # F1 on part of the split is not comparable with the champion's
     variants, fused = build_variants(model_dir, work, cfg)
     write_serving_files(model_dir, out_dir, max_length, "pending", task)
 
@@ -231,13 +241,13 @@ def export_and_check(
     macro = {"torch": macro_f1(reference, labels, truth),
              **{name: macro_f1(lg, labels, truth) for name, lg in logits.items()}}
     f1_loss = {name: macro["torch"] - macro[name] for name in REDUCED_PRECISION if name in logits}
-    shipped = select_variant(list(variants), f1_loss, cfg)
+    shipped = select_variant(list(variants), f1_loss, cfg, macro, champion_floor)
     chosen = variants[shipped]
     source = chosen.source or shipped
     agreement = {name: float((reference.argmax(1) == lg.argmax(1)).mean()) for name, lg in logits.items()}
     result = ExportResult(shipped=shipped, parity=parity(reference, logits[source], cfg),
                           runtime=chosen.runtime, fused=fused, macro_f1=macro, f1_loss=f1_loss,
-                          agreement=agreement)
+                          agreement=agreement, champion_floor=champion_floor)
     shutil.copyfile(chosen.path, out_dir / MODEL_FILE)
     write_serving_files(model_dir, out_dir, max_length, shipped, task, chosen.runtime)
     result.smoke = serving_smoke_check(out_dir, list(task.canary_inputs))

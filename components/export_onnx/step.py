@@ -3,23 +3,30 @@ smoke check, timings."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
 from components.core.tracking import RunContext, note, step_run
+from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx.export import ExportResult, export_and_check
 from components.ingest.ingest import LABEL, TEXT, read_splits
 
 
-def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext) -> ExportResult:
-    """Export; the returned result's parity.passed (and the smoke check) gate registration."""
+def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext,
+        evaluation_dir: Path | None = None) -> ExportResult:
+    """Export; the returned result's parity.passed (and the smoke check) gate registration.
+    evaluation_dir: evaluate's output, whose champion rule a reduced-precision variant must meet too."""
     cfg, max_length = params.export_onnx, params.finetune.max_length
     test = read_splits(data_dir)["test"]
+    floor = None
+    if evaluation_dir is not None and (Path(evaluation_dir) / EVALUATION_FILE).exists():
+        floor = champion_floor(json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text()))
     with step_run(ctx, "export_onnx") as track, tempfile.TemporaryDirectory() as work:
         result = export_and_check(model_dir, onnx_dir, Path(work), test[TEXT].tolist(),
-                                  test[LABEL].tolist(), cfg, max_length)
+                                  test[LABEL].tolist(), cfg, max_length, champion_floor=floor)
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
         track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
                       "openvino_bf16": cfg.openvino_bf16,
@@ -28,6 +35,8 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
                    "parity_argmax_agreement": result.parity.argmax_agreement,
                    "parity_passed": float(result.parity.passed),
                    "smoke_passed": float(bool(result.smoke["passed"]))}
+        if result.champion_floor is not None:
+            figures["champion_floor_macro_f1"] = result.champion_floor
         figures.update({f"onnx_macro_f1_{k}": v for k, v in result.macro_f1.items()})
         figures.update({f"{k}_macro_f1_loss": v for k, v in result.f1_loss.items()})
         figures.update({f"onnx_argmax_agreement_{k}": v for k, v in result.agreement.items()})
@@ -42,6 +51,7 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
              f"agreement {result.parity.argmax_agreement:.4f}; shipped '{result.shipped}' "
              + (f"(macro-F1 loss {result.f1_loss[result.shipped]:+.4f}) "
                 if result.shipped in result.f1_loss else "")
+             + (f"(champion floor {result.champion_floor:.4f}) " if result.champion_floor is not None else "")
              + f"smoke check {'ok' if result.smoke['passed'] else 'FAILED'}{_speed(result)}")
     return result
 

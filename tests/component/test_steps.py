@@ -14,6 +14,7 @@ from components.core.errors import GateError
 from components.core.task import TextClassificationTask
 from components.core.tracking import RunContext, connect
 from components.evaluate import step as evaluate_step
+from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx import step as export_step
 from components.finetune import step as finetune_step
 from components.ingest import step as ingest_step
@@ -246,3 +247,10 @@ def test_evaluate_compares_the_challenger_with_the_production_champion(chain, tm
     assert any(n.startswith("macro_f1 vs champion") for n in names)
     for png in ("confusion_matrix.png", "reliability.png", "slices.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 1000
+    # Export holds a reduced-precision variant to the same champion rule (min_delta 0 here).
+    floor = champion_floor(json.loads((tmp_path / "eval" / EVALUATION_FILE).read_text()))
+    assert floor == pytest.approx(result.champion["metrics"]["macro_f1"])
+    exported = export_step.run(d["data"], d["model"], tmp_path / "onnx", params, ctx, tmp_path / "eval")
+    assert exported.champion_floor == floor
+    if exported.shipped in ("int8", "openvino_bf16"):
+        assert exported.macro_f1[exported.shipped] >= floor

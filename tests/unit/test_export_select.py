@@ -46,3 +46,21 @@ def test_nothing_preferred_was_built_falls_back_to_the_plainest_graph():
 def test_unknown_variant_names_are_refused():
     with pytest.raises(ValueError):
         ExportConfig(ship_preference=["fp16"])
+
+
+def test_a_reduced_precision_variant_below_the_champion_floor_is_passed_over():
+    cfg = ExportConfig(max_quantized_f1_loss=0.01)
+    losses = {"int8": 0.008, "openvino_bf16": 0.004}
+    f1 = {"torch": 0.800, "int8": 0.792, "openvino_bf16": 0.796}
+    assert select_variant(ALL, losses, cfg, f1, f1_floor=0.795) == "openvino_bf16"
+    assert select_variant(ALL, losses, cfg, f1, f1_floor=0.797) == "optimized"  # computes what was blessed
+    assert select_variant(ALL, losses, cfg, f1, f1_floor=None) == "openvino_bf16"
+
+
+def test_the_champion_floor_is_the_threshold_of_evaluates_champion_check():
+    from components.evaluate.evaluate import champion_floor
+
+    checks = [{"name": "macro_f1 > majority baseline", "threshold": 0.2},
+              {"name": "macro_f1 vs champion (by 0.01)", "threshold": 0.81}]
+    assert champion_floor({"blessing": {"checks": checks}}) == 0.81
+    assert champion_floor({"blessing": {"checks": checks[:1]}}) is None  # no champion: no floor
