@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
     runs_dir = root / ".fmpipe" / "runs"
     outcome = run_locally(path, params, ctx, runs_dir / run_id)
-    if pruned := prune_old_runs(runs_dir, args.keep_runs):
+    if pruned := prune_old_runs(runs_dir, args.keep_runs, current=runs_dir / run_id):
         print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {runs_dir} "
               f"(their logs stay; --keep-runs {args.keep_runs})", flush=True)
     print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     except FmpipeError as exc:
         print(f"fmpipe: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # a file the user named that is missing or unreadable
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # a file the user named that is missing or unreadable
         print(f"fmpipe: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:

@@ -226,8 +226,7 @@ def add_registry_commands(sub: Any) -> None:
 
     rollback = parser("rollback", "put an alias (production) back on the version it held before")
     rollback.add_argument("model", help="registered model name")
-    rollback.add_argument("--alias", default="production", choices=("staging", "production"),
-                          help="default: production")
+    rollback.add_argument("--alias", default="production", help="default: production")
     rollback.add_argument("--reason", help="why (kept in the history)")
     rollback.set_defaults(func=cmd_rollback)
 

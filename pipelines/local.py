@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -86,6 +87,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
         tempfile.tempdir = None
         shutil.rmtree(tmp, ignore_errors=True)
 
+    (work_dir / FINISHED_MARKER).write_text("FAILED\n" if error else "FINISHED\n")
     finish_pipeline_run(ctx, "FAILED" if error else "FINISHED")
     outcome = RunOutcome(ctx=ctx, succeeded=error is None, outputs_dir=outputs, log_file=log_file)
     outcome.parent_run_id = parent_run_id(ctx, create=False)
@@ -98,17 +100,26 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     return outcome
 
 
-def prune_old_runs(runs_dir: Path, keep: int) -> list[Path]:
-    """Delete the outputs (model, ONNX files, splits, checkpoints) of every run but the newest
-    `keep`, so scheduled runs don't fill the disk; each run's pipeline.log stays. The registered
-    versions live in MLflow, not here. Returns the run folders pruned."""
+FINISHED_MARKER = "finished"   # written in a run's folder when the run has ended
+STALE_AFTER_S = 2 * 24 * 3600  # an unfinished run not written to for this long was killed
+
+
+def prune_old_runs(runs_dir: Path, keep: int, current: Path | None = None) -> list[Path]:
+    """Delete the outputs (model, ONNX files, splits, checkpoints) of every finished run but the
+    newest `keep`, so scheduled runs don't fill the disk; each run's pipeline.log stays. A run
+    still going is never touched: only runs that wrote their `finished` marker, or whose folder
+    nobody wrote to for two days (killed). The registered versions live in MLflow, not here.
+    Returns the run folders pruned."""
     def last_written(run: Path) -> float:
-        log = run / "pipeline.log"
-        return (log if log.exists() else run).stat().st_mtime
+        marks = (run, run / "pipeline.log", run / FINISHED_MARKER)
+        return max(path.stat().st_mtime for path in marks if path.exists())
 
     if keep <= 0 or not runs_dir.is_dir():
         return []
-    runs = sorted((d for d in runs_dir.iterdir() if (d / "outputs").is_dir()), key=last_written, reverse=True)
-    for run in runs[keep:]:
+    now = time.time()
+    ended = [d for d in runs_dir.iterdir() if (d / "outputs").is_dir() and d != current
+             and ((d / FINISHED_MARKER).exists() or now - last_written(d) > STALE_AFTER_S)]
+    ended.sort(key=last_written, reverse=True)
+    for run in ended[keep:]:
         shutil.rmtree(run / "outputs", ignore_errors=True)
-    return runs[keep:]
+    return ended[keep:]

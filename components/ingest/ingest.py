@@ -175,10 +175,13 @@ def split(
 ) -> dict[str, pd.DataFrame]:
     """Stratified train/val/test split, stable as the data grows (after an optional sample cap).
 
-    label_name is the user's name for the label column, for error messages.
+    The unit is a text, not a row: rows whose texts normalize alike form one group with one
+    seeded-hash rank, and a group goes to one split whatever its labels, so no text is shared
+    between splits. Per class (a group counts under its most frequent label), the lowest-ranked
+    groups go to test, the next to val, the rest to train. As a data set grows, ranks don't
+    change, so only groups at a class's cut-off move: a champion is not scored on texts it was
+    trained on. label_name is the user's name for the label column, for error messages.
     """
-    from sklearn.model_selection import train_test_split
-
     if frame.empty:
         raise DataError(source, None, "rows_after_cleaning",
                         "no rows left after cleaning (all texts or labels empty or missing)")
@@ -190,34 +193,42 @@ def split(
         raise DataError(source, label_name, "min_rows_per_class",
                         f"label {counts.idxmin()!r} has {counts.min()} row(s); need at least 3 "
                         "to split into train/val/test")
-    df = frame
+    keys = frame[TEXT].map(normalized_key)
+    df = frame.assign(_key=keys, _rank=keys.map(lambda key: stable_fraction(key, cfg.seed)))
     if cfg.sample_cap and len(df) > cfg.sample_cap:
-        df, _ = train_test_split(df, train_size=cfg.sample_cap, stratify=df[LABEL],
-                                 random_state=cfg.seed)
-    # Each text's place comes from a seeded hash of its normalized form, not from a shuffle of
-    # the whole table: when a data set grows, rows keep their split (only rows at a class's
-    # cut-off may move), so a champion is not scored on texts it was trained on.
-    rank = df[TEXT].map(lambda text: stable_fraction(normalized_key(text), cfg.seed))
-    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in SPLITS}
-    for label, rows in df.assign(_rank=rank).groupby(LABEL, sort=True):
-        rows = rows.sort_values("_rank", kind="stable")
-        n_test = max(1, round(len(rows) * cfg.test_fraction))
-        n_val = max(1, round(len(rows) * cfg.val_fraction))
-        # Cut at rank values, not positions, so repeated texts (one rank) stay together.
-        ranks = rows["_rank"].to_numpy()
-        cut_test = ranks[min(n_test, len(rows) - 1)]
-        cut_val = ranks[min(n_test + n_val, len(rows) - 1)]
-        chosen = {"test": rows[ranks < cut_test], "val": rows[(ranks >= cut_test) & (ranks < cut_val)],
-                  "train": rows[ranks >= cut_val]}
-        if n_test + n_val >= len(rows) or not all(len(part) for part in chosen.values()):
+        df = _capped(df, cfg.sample_cap, cfg.seed)
+    groups = df.groupby("_key", sort=False).agg(_rank=("_rank", "first"), label=(LABEL, _most_frequent))
+    place: dict[str, str] = {}
+    for label, members in groups.groupby("label", sort=True):
+        ordered = members.sort_values("_rank", kind="stable").index
+        n_test = max(1, round(len(ordered) * cfg.test_fraction))
+        n_val = max(1, round(len(ordered) * cfg.val_fraction))
+        if len(ordered) - n_test - n_val < 1:
             raise DataError(source, label_name, "stratified_split",
-                            f"label {label!r} has {len(rows)} rows ({rows[TEXT].nunique()} distinct): "
-                            f"too few for {n_test} test, {n_val} val and some training rows")
-        for name, part in chosen.items():
-            parts[name].append(part)
-    # Rows in hash order: a fixed shuffle that does not depend on the source file's order.
-    return {name: pd.concat(chunks).sort_values("_rank", kind="stable").drop(columns="_rank")
-            .reset_index(drop=True) for name, chunks in parts.items()}
+                            f"label {label!r} has {len(ordered)} distinct text(s): too few for "
+                            f"{n_test} test, {n_val} val and at least one training text")
+        place.update(dict.fromkeys(ordered[:n_test], "test"))
+        place.update(dict.fromkeys(ordered[n_test:n_test + n_val], "val"))
+        place.update(dict.fromkeys(ordered[n_test + n_val:], "train"))
+    where = df["_key"].map(place)
+    # Rows in rank order: a fixed shuffle that does not depend on the source file's order.
+    return {name: df[where == name].sort_values("_rank", kind="stable").drop(columns=["_key", "_rank"])
+            .reset_index(drop=True) for name in SPLITS}
+
+
+def _most_frequent(labels: pd.Series) -> str:
+    return labels.value_counts().sort_index().idxmax()  # ties: the first label by name
+
+
+def _capped(df: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
+    """About `cap` rows with each class's share kept, chosen by a second seeded hash so that
+    the sample, too, stays the same as the data set grows."""
+    pick = df["_key"].map(lambda key: stable_fraction(key, seed + 1))
+    keep = []
+    for _, rows in df.assign(_pick=pick).groupby(LABEL, sort=True):
+        n = max(3, round(cap * len(rows) / len(df)))
+        keep.append(rows.sort_values("_pick", kind="stable").head(n))
+    return pd.concat(keep).drop(columns="_pick")
 
 
 def stable_fraction(key: str, seed: int) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from components.core.errors import DataError, FmpipeError
-from components.ingest.ingest import BUILTIN_CORPORA, builtin_corpus_path, file_md5
+from components.ingest.ingest import BUILTIN_CORPORA, READABLE, builtin_corpus_path, file_md5
 
 
 @dataclass
@@ -79,7 +79,10 @@ def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> 
 
 
 def _tracked_files(name: str, repo_root: Path) -> list[Path]:
-    return [f.with_suffix("") for f in sorted((repo_root / "data").glob(f"{name}.*.dvc"))]
+    """data/<name>.<ext> tracked by DVC, for the readable extensions only: `reviews` is not
+    `reviews.v2`."""
+    return [f.with_suffix("") for f in sorted((repo_root / "data").glob(f"{name}.*.dvc"))
+            if f.with_suffix("").name[len(name):].lower() in READABLE]
 
 
 def find_tracked(name: str, repo_root: Path) -> Path | None:

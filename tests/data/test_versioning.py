@@ -86,3 +86,15 @@ def test_a_dvc_failure_shows_dvc_own_reason(tmp_path):
     (tmp_path / "not_a_repo").mkdir()
     with pytest.raises(FmpipeError, match=r"dvc add data/reviews\.csv failed: ERROR: .*DVC repository"):
         version_data(str(source), "reviews", tmp_path / "not_a_repo")
+
+
+def test_a_name_is_not_the_prefix_of_another(project, tmp_path):
+    source = tmp_path / "reviews.v2.csv"
+    source.write_text("text,label\ngood,pos\n")
+    version_data(str(source), "reviews.v2", project)
+    assert find_tracked("reviews", project) is None
+    plain = tmp_path / "reviews.csv"
+    plain.write_text("text,label\nbad,neg\n")
+    assert version_data(str(plain), "reviews", project).changed  # not refused as 'already tracked'
+    assert find_tracked("reviews", project) == project / "data" / "reviews.csv"
+    assert find_tracked("reviews.v2", project) == project / "data" / "reviews.v2.csv"

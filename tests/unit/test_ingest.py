@@ -4,7 +4,7 @@ import pytest
 
 from components.core.config import CleanConfig, DataConfig, IngestConfig
 from components.core.errors import DataError
-from components.ingest.ingest import LABEL, TEXT, clean, read_table, split
+from components.ingest.ingest import LABEL, TEXT, clean, normalized_key, read_table, split
 
 DATA = DataConfig(text_column="text", label_column="sentiment")
 
@@ -102,15 +102,41 @@ def test_split_is_stable_as_the_data_grows():
     assert len(moved) < 25 and len(old_train_now_test) < 10
 
 
-def test_split_puts_repeated_texts_in_one_split_and_refuses_too_few_rows():
-    frame = pd.DataFrame({TEXT: ["same text"] * 3 + [f"t{i}" for i in range(60)],
-                          LABEL: ["a"] * 3 + ["a", "b"] * 30})
+def test_a_text_goes_to_one_split_however_often_and_under_whatever_labels():
+    rng = np.random.default_rng(3)
+    distinct = [f"tweet {i}" for i in range(300)]
+    # Repeats (15 copies of the lowest-ranked text, at a cut-off), case/punctuation variants and
+    # one text under two labels, as data with the duplicate and conflict rules off would have.
+    texts = distinct + ["tweet 7"] * 15 + ["TWEET 7!!"] + [f"Tweet {i}." for i in range(0, 300, 3)]
+    labels = rng.choice(["a", "b"], size=len(texts)).tolist()
+    frame = pd.DataFrame({TEXT: texts, LABEL: labels})
     parts = split(frame, IngestConfig(), "f")
-    assert sum((part[TEXT] == "same text").sum() for part in parts.values()) == 3
-    assert sum((part[TEXT] == "same text").any() for part in parts.values()) == 1
+    assert sum(len(p) for p in parts.values()) == len(frame)
+    home = {}
+    for name, part in parts.items():
+        for text in part[TEXT]:
+            home.setdefault(normalized_key(text), set()).add(name)
+    assert all(len(places) == 1 for places in home.values())
+    assert all(len(parts[name]) for name in ("train", "val", "test"))
+
+
+def test_split_refuses_a_class_with_too_few_distinct_texts():
     tiny = pd.DataFrame({TEXT: [f"t{i}" for i in range(8)], LABEL: ["a"] * 4 + ["b"] * 4})
     with pytest.raises(DataError, match="stratified_split"):
         split(tiny, IngestConfig(val_fraction=0.45, test_fraction=0.45), "f.csv")
+    repeated = pd.DataFrame({TEXT: ["same"] * 10 + [f"t{i}" for i in range(10)],
+                             LABEL: ["a"] * 10 + ["b"] * 10})
+    with pytest.raises(DataError, match="label 'a' has 1 distinct text"):
+        split(repeated, IngestConfig(), "f.csv")
+
+
+def test_sample_cap_is_stable_as_the_data_grows():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({TEXT: [f"t{i}" for i in range(22000)], LABEL: rng.choice(["a", "b"], 22000)})
+    kept = [set(pd.concat(split(f, IngestConfig(sample_cap=5000), "f").values())[TEXT])
+            for f in (frame.iloc[:20000], frame)]
+    assert all(abs(len(k) - 5000) <= 2 for k in kept)
+    assert len(kept[0] & kept[1]) > 0.85 * 5000  # (a seeded shuffle kept 2,080 of them)
 
 
 def test_split_refuses_a_single_class():

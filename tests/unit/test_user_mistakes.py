@@ -32,7 +32,8 @@ def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     ("finetune.base_model=", "finetune.base_model is empty"),
     ("finetune.base_model=/", "the folder has no config.json"),
     ("finetune.epochs=[", "override 'finetune.epochs=[': the value is not valid YAML"),
-    ("registry.tracking_uri=/tmp/store", "registry.tracking_uri='/tmp/store': Value error, use a tracking"),
+    ("registry.tracking_uri=/tmp/store", "registry.tracking_uri='/tmp/store': Value error, a folder is no"),
+    ("registry.tracking_uri=file:///tmp/st", "registry.tracking_uri='file:///tmp/st': Value error, a folder"),
 ])
 def test_a_bad_override_of_run_is_one_line_before_any_work(params, capsys, override, expected):
     line = one_line_error(capsys, ["run", "--params", str(params), "-S", override])
@@ -86,3 +87,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_compile", bug)
     with pytest.raises(ZeroDivisionError):
         main(["compile"])
+
+
+def test_a_checkpoint_under_home_is_checked_and_loaded_from_the_same_folder(tmp_path, monkeypatch):
+    from components.core.task import check_checkpoint, resolve_checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    check_checkpoint("~/ckpt", "finetune.base_model")  # accepted ...
+    assert resolve_checkpoint("~/ckpt") == str(tmp_path / "ckpt")  # ... and loaded from there
