@@ -197,7 +197,7 @@ def split(
     df = frame.assign(_key=keys, _rank=keys.map(lambda key: stable_fraction(key, cfg.seed)))
     if cfg.sample_cap and len(df) > cfg.sample_cap:
         df = _capped(df, cfg.sample_cap, cfg.seed)
-    groups = df.groupby("_key", sort=False).agg(_rank=("_rank", "first"), label=(LABEL, _most_frequent))
+    groups = _text_groups(df)
     place: dict[str, str] = {}
     for label, members in groups.groupby("label", sort=True):
         ordered = members.sort_values("_rank", kind="stable").index
@@ -216,8 +216,12 @@ def split(
             .reset_index(drop=True) for name in SPLITS}
 
 
-def _most_frequent(labels: pd.Series) -> str:
-    return labels.value_counts().sort_index().idxmax()  # ties: the first label by name
+def _text_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per normalized text (index), with its rank and its most frequent label (ties:
+    the first label by name)."""
+    counts = df.groupby(["_key", LABEL], sort=False).agg(n=("_rank", "size"), _rank=("_rank", "first"))
+    counts = counts.reset_index().sort_values(["_key", "n", LABEL], ascending=[True, False, True])
+    return counts.drop_duplicates("_key").set_index("_key").rename(columns={LABEL: "label"})
 
 
 def _capped(df: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
