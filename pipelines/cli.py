@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -107,6 +108,10 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
     return version.path, str(version.path.relative_to(root)), dvc_file_commit(version.dvc_file, root)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local import prune_old_runs, run_locally
     from pipelines.summary import exit_status, format_summary
@@ -119,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _context(params, root, run_id, label)
     ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
     print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
+    # A scheduler's SIGTERM ends the run as Ctrl-C does: marked KILLED in MLflow, tmp removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     runs_dir = root / ".fmpipe" / "runs"
     outcome = run_locally(path, params, ctx, runs_dir / run_id)
     if pruned := prune_old_runs(runs_dir, args.keep_runs, current=runs_dir / run_id):

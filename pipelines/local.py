@@ -79,6 +79,12 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
                                    ctx_json=ctx.to_json())
     except RuntimeError as exc:
         error = str(exc)
+    except BaseException:
+        # Ctrl-C (which stops the step's process too) or a SIGTERM: nothing may stay RUNNING.
+        (work_dir / FINISHED_MARKER).write_text("KILLED\n")
+        with contextlib.suppress(Exception):
+            finish_pipeline_run(ctx, "KILLED")
+        raise
     finally:
         if old_tmp is None:
             os.environ.pop("TMPDIR", None)

@@ -113,3 +113,29 @@ def test_data_rev_trains_on_an_older_data_version(project, good_run):
     assert newest.tags["fmpipe.data_md5"] == v1_md5
     assert newest.tags["fmpipe.data_dvc_commit"] == rev1
     assert newest.tags["fmpipe.data_source"] == f"data/tweets.csv@{rev1}"
+
+
+def test_a_run_stopped_by_sigterm_is_marked_killed_and_cleaned_up(project):
+    """What a scheduler's timeout does: the run ends at once, nothing stays RUNNING in MLflow,
+    kfp.local's temp folder is gone, and nothing is registered."""
+    import os
+    import signal
+
+    versions_before = len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--data", "tweets.csv"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    run_id = None
+    for line in proc.stdout:
+        if "starting under kfp.local" in line:
+            run_id = line.split("pipeline run ")[1].split()[0]
+        if line.startswith("[fmpipe] validate_data:"):
+            os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the CLI and the running step
+            break
+    assert proc.wait(timeout=120) == 130 and "fmpipe: interrupted" in proc.stderr.read()
+    (run_dir,) = [d for d in (project / ".fmpipe" / "runs").iterdir() if d.name.startswith(run_id)]
+    assert (run_dir / "finished").read_text() == "KILLED\n" and not (run_dir / "tmp").exists()
+    runs = mlflow.search_runs(experiment_names=["fmpipe"], filter_string=(
+        f"tags.`fmpipe.kind` = 'pipeline' and tags.`fmpipe.pipeline_run_id` = '{run_dir.name}'"))
+    assert list(runs["status"]) == ["KILLED"]
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == versions_before
