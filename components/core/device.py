@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 
@@ -49,3 +50,14 @@ def synchronize(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def container_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """A container's CPU limit in whole CPUs (cgroup v2 `cpu.max`, what a Kubernetes limit sets),
+    or None where there is none. Thread pools sized to the whole node would be throttled under
+    it, and their timings misleading."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, int(int(quota) / int(period)))

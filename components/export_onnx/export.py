@@ -161,7 +161,24 @@ def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfi
 def time_variants(variants: dict[str, Variant], model_dir: Path, seq: int = 128, threads: int = 0,
                   repeats: tuple[int, int] = (10, 3)) -> dict[str, dict[str, float]]:
     """Latency at batch 1 and throughput at batch 32 (fixed-length rows of `seq` tokens), next to
-    PyTorch eager fp32 and bf16 autocast measured in the same process."""
+    PyTorch eager fp32 and bf16 autocast measured in the same process. threads=0: each runtime's
+    default, except under a container CPU limit (a pod's), which every contender then gets."""
+    import torch
+
+    from components.core.device import container_cpu_limit
+
+    threads = threads or container_cpu_limit() or 0
+    torch_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time_variants(variants, model_dir, seq, threads, repeats)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _time_variants(variants: dict[str, Variant], model_dir: Path, seq: int, threads: int,
+                   repeats: tuple[int, int]) -> dict[str, dict[str, float]]:
     import torch
     from transformers import AutoModelForSequenceClassification
 
