@@ -213,6 +213,9 @@ class ChampionConfig(_Section):
     """How a challenger must compare with the model holding `alias` to be blessed."""
 
     alias: str = "production"
+    # When no version holds `alias` (a registry before its first production release), compare
+    # with the version holding this one instead (e.g. staging); "" = no champion then.
+    fallback_alias: str = ""
     min_delta: float = Field(0.0, ge=-1, le=1)    # challenger macro-F1 >= champion's + min_delta
     allow_within_tolerance: bool = False         # or: no worse than champion's - tolerance
     tolerance: float = Field(0.005, ge=0, le=1)

@@ -24,7 +24,12 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
     test_texts = splits["test"][TEXT].tolist()
     cfg = params.evaluate
     with step_run(ctx, "evaluate") as track, tempfile.TemporaryDirectory() as tmp:
-        champion = champion_logits(params.registry.model_name, cfg.champion.alias, test_texts, Path(tmp))
+        champion = None
+        for alias in filter(None, (cfg.champion.alias, cfg.champion.fallback_alias)):
+            champion = champion_logits(params.registry.model_name, alias, test_texts, Path(tmp))
+            if champion:
+                note(f"evaluate: the champion is version {champion[0]}, holding '{alias}'")
+                break
         result = evaluate(
             model_dir, splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
             test_texts, splits["test"][LABEL].tolist(), cfg, params.finetune.max_length,

@@ -254,3 +254,15 @@ def test_evaluate_compares_the_challenger_with_the_production_champion(chain, tm
     assert exported.champion_floor == floor
     if exported.shipped in ("int8", "openvino_bf16"):
         assert exported.macro_f1[exported.shipped] >= floor
+
+
+def test_without_a_production_model_the_fallback_alias_is_the_champion(chain, tmp_path):
+    ctx, d = chain["ctx"], chain["dirs"]
+    params = chain["params"].model_copy(deep=True)
+    params.evaluate.champion.alias = "no-such-alias"  # as before the first production release
+    alone = evaluate_step.run(d["data"], d["model"], tmp_path / "alone", params, ctx)
+    assert alone.champion is None
+    params.evaluate.champion.fallback_alias = "staging"
+    result = evaluate_step.run(d["data"], d["model"], tmp_path / "eval", params, ctx)
+    assert result.champion["version"] == current_alias_version(params.registry.model_name, "staging")
+    assert any(c.name.startswith("macro_f1 vs champion") for c in result.blessing.checks)
