@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from components.core.errors import FmpipeError
-from pipelines.cli_registry import add_registry_commands
+from pipelines.cli_registry import add_registry_commands, mlflow_error_line
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
 ARTIFACTS = Path("artifacts")
@@ -232,12 +232,13 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
 
 def _source_md5(source: str) -> str:
     """The data file's md5, or "" when it can't be read: ingest then says what is wrong with it."""
-    from components.ingest.ingest import BUILTIN_CORPORA, builtin_corpus_path, file_md5
+    from components.core.errors import DataError
+    from components.ingest.ingest import file_md5
+    from components.ingest.versioning import resolve_source
 
-    path = builtin_corpus_path(source) if source in BUILTIN_CORPORA else Path(source).expanduser()
     try:
-        return file_md5(path)
-    except OSError:
+        return file_md5(resolve_source(source))
+    except (DataError, OSError):
         return ""
 
 
@@ -337,9 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not type(exc).__module__.startswith("mlflow"):
             raise  # a bug: its traceback is what a report needs
-        # e.g. a tracking server that went away mid-run: MLflow's first line says what failed.
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"fmpipe: error: MLflow: {first[:400]}", file=sys.stderr)
+        # e.g. a tracking server that went away mid-run
+        print(f"fmpipe: error: {mlflow_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fmpipe: interrupted", file=sys.stderr)

@@ -54,6 +54,12 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     return cfg, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def mlflow_error_line(exc: Exception) -> str:
+    """An MLflow exception as one line: its first, which says what failed."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"MLflow: {first[:400]}"
+
+
 @contextlib.contextmanager
 def _one_line_errors(client: MlflowClient) -> Iterator[None]:
     """An MLflow failure (a model that is not there, a server that stopped answering) as one line."""
@@ -68,8 +74,7 @@ def _one_line_errors(client: MlflowClient) -> Iterator[None]:
             raise FmpipeError(f"the MLflow tracking server at {client.tracking_uri} stopped answering "
                               f"({why}); a move cut short is settled by `fmpipe history` once it is back"
                               ) from None
-        first = (text.strip().splitlines() or [type(exc).__name__])[0]
-        raise FmpipeError(f"MLflow: {first[:400]}") from None
+        raise FmpipeError(mlflow_error_line(exc)) from None
 
 
 def _limits(cfg: RegistryConfig) -> MoveLimits:
