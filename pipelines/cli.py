@@ -20,6 +20,7 @@ from pathlib import Path
 
 from components.core.errors import FmpipeError
 from pipelines.cli_registry import add_registry_commands, mlflow_error_line
+from pipelines.runlock import BUSY_EXIT
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
 ARTIFACTS = Path("artifacts")
@@ -113,25 +114,48 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.local import prune_old_runs, run_locally
-    from pipelines.summary import exit_status, format_summary
+    from components.core.tracking import default_tracking_uri
+    from pipelines.runlock import clean_up_killed_run, run_lock
 
     params, root = _load(args)
     _tracking_server_up(params, root)
     _checkpoints_exist(params)
-    path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
     run_id = uuid.uuid4().hex
-    ctx = _context(params, root, run_id, label)
-    ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
-    print(f"[fmpipe] pipeline run {run_id[:8]} starting under kfp.local", flush=True)
+    run_dir = root / ".fmpipe" / "runs" / run_id
     # A scheduler's SIGTERM ends the run as Ctrl-C does: marked KILLED in MLflow, tmp removed.
     signal.signal(signal.SIGTERM, _interrupt)
-    runs_dir = root / ".fmpipe" / "runs"
-    outcome = run_locally(path, params, ctx, runs_dir / run_id)
-    if pruned := prune_old_runs(runs_dir, args.keep_runs, current=runs_dir / run_id):
-        print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {runs_dir} "
+    lock_record = {"run_id": run_id, "run_dir": str(run_dir), "experiment": params.registry.experiment,
+                   "tracking_uri": params.registry.tracking_uri or default_tracking_uri(root)}
+    with run_lock(root, lock_record, wait=args.wait) as killed:
+        if killed:
+            print(f"[fmpipe] {clean_up_killed_run(killed)}", flush=True)
+        return _run_pipeline(args, params, root, run_dir)
+
+
+def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -> int:  # noqa: ANN001
+    from components.ingest.ingest import file_md5
+    from pipelines.local import prune_old_runs, run_locally
+    from pipelines.rerun import code_digest, inputs_digest, version_built_from
+    from pipelines.summary import exit_status, format_summary
+
+    path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
+    ctx = _context(params, root, run_dir.name, label)
+    ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
+    data_md5 = file_md5(path)
+    ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest())
+    model = params.registry.model_name
+    if not args.force and (built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri)):
+        version, aliases = built
+        held = f" (aliases: {', '.join(aliases)})" if aliases else ""
+        print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from the same "
+              f"data (md5 {data_md5}), params and code; pass --force to train again", flush=True)
+        return 0
+    print(f"[fmpipe] pipeline run {run_dir.name[:8]} starting under kfp.local", flush=True)
+    outcome = run_locally(path, params, ctx, run_dir)
+    if pruned := prune_old_runs(run_dir.parent, args.keep_runs, current=run_dir):
+        print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {run_dir.parent} "
               f"(their logs stay; --keep-runs {args.keep_runs})", flush=True)
-    print(format_summary(outcome, params.registry.model_name, ctx.tracking_uri))
+    print(format_summary(outcome, model, ctx.tracking_uri))
     status, error = exit_status(outcome, args.require_registered)
     if error:
         print(f"fmpipe: error: {error}", file=sys.stderr)
@@ -299,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 3 when the run registers no new version because evaluate did not "
                      "bless the model (for CI; by default that ends a run with 0). A failed step, or "
                      "an export that fails its parity check, always exits 1")
+    run.add_argument("--force", action="store_true",
+                     help="train even when a registered version was built from the same data "
+                     "content, params and code (by default such a run does nothing and exits 0)")
+    run.add_argument("--wait", action="store_true",
+                     help="when another `fmpipe run` is going in this repository, start after it "
+                     f"ends (by default this run stops at once with exit status {BUSY_EXIT})")
     run.add_argument("--keep-runs", type=int, default=5, metavar="N",
                      help="keep the outputs (model, ONNX, splits) of the newest N runs under "
                      ".fmpipe/runs and delete older ones, logs kept (default 5; 0 = keep all)")
@@ -330,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except FmpipeError as exc:
         print(f"fmpipe: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         # a file the user named that is missing or unreadable
         print(f"fmpipe: error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from components.core.config import Params
+from components.core.errors import RUN_PID_ENV
 from components.core.tracking import ERROR_TAG, RunContext, finish_pipeline_run, parent_run_id
 
 
@@ -68,6 +69,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     tmp.mkdir(parents=True, exist_ok=True)
     old_tmp = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(tmp)
+    os.environ[RUN_PID_ENV] = str(os.getpid())  # each step ends when this process does
     tempfile.tempdir = None
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
                    raise_on_error=True)
@@ -86,6 +88,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
             finish_pipeline_run(ctx, "KILLED")
         raise
     finally:
+        os.environ.pop(RUN_PID_ENV, None)
         if old_tmp is None:
             os.environ.pop("TMPDIR", None)
         else:

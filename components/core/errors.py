@@ -25,13 +25,57 @@ class GateError(FmpipeError):
     """A quality gate refused to let a model through (not blessed, parity failed)."""
 
 
+RUN_PID_ENV = "FMPIPE_RUN_PID"  # set by a local `fmpipe run` for the step processes it starts
+
+
+def _has_ancestor(pid: int) -> bool:
+    """Whether `pid` is this process's parent, grandparent, ... (from /proc; Linux)."""
+    import os
+
+    current = os.getppid()
+    for _ in range(64):
+        if current == pid:
+            return True
+        if current <= 1:
+            return False
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                current = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def end_with_parent(poll_s: float = 1.0) -> None:
+    """In a step started by a local `fmpipe run`: end this process once that run's process is gone,
+    so a SIGKILLed run does not leave its step training on as an orphan. kfp.local starts the step
+    under a shell, so the run is an ancestor, not the parent: a watcher thread checks every second."""
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.environ.get(RUN_PID_ENV)
+    if not parent or str(os.getpid()) == parent or not os.path.exists("/proc/self/stat"):
+        return  # on a cluster the pod ends with its launcher; in the run's own process, nothing to do
+
+    def watch() -> None:
+        while _has_ancestor(int(parent)):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="fmpipe-run-watch", daemon=True).start()
+
+
 def exit_on_user_error(fn, *args, **kwargs):  # noqa: ANN001, ANN201 - thin wrapper
     """Run fn; a user-fixable error prints one line and exits 1 instead of a traceback.
 
-    Used by the KFP component bodies, whose subprocess output the user sees.
+    Used by the KFP component bodies, whose subprocess output the user sees; the step's process
+    ends with the `fmpipe run` that started it.
     """
     import sys
 
+    end_with_parent()
     try:
         return fn(*args, **kwargs)
     except FmpipeError as exc:

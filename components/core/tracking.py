@@ -21,6 +21,7 @@ PIPELINE_RUN_TAG = "fmpipe.pipeline_run_id"
 STEP_TAG = "fmpipe.step"
 KIND_TAG = "fmpipe.kind"
 ERROR_TAG = "fmpipe.error"
+INPUTS_DIGEST_TAG = "fmpipe.inputs_digest"
 
 
 def default_tracking_uri(repo_root: Path) -> str:
@@ -38,12 +39,14 @@ class RunContext(BaseModel):
     data_source: str = ""
     data_dvc_commit: str = ""  # git commit of the data's .dvc file (the data version)
     data_rev: str = ""         # the revision asked for with --data-rev ("" = the working tree)
+    inputs_digest: str = ""    # data content + params + code (pipelines/rerun.py); "" = not computed
 
     def lineage_tags(self) -> dict[str, str]:
         """What ties a run or a model version to its code and data."""
         return {"fmpipe.pipeline_run_id": self.pipeline_run_id, "fmpipe.git_commit": self.git_commit,
                 "fmpipe.data_source": self.data_source, "fmpipe.data_dvc_commit": self.data_dvc_commit,
-                "fmpipe.data_rev": self.data_rev or "working tree"}
+                "fmpipe.data_rev": self.data_rev or "working tree",
+                **({INPUTS_DIGEST_TAG: self.inputs_digest} if self.inputs_digest else {})}
 
     def to_json(self) -> str:
         return self.model_dump_json()

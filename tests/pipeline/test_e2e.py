@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,20 @@ def good_run(project):
     return fmpipe(project, "run", "--data", "tweets.csv")
 
 
+def start_run_until(project: Path, mark: str, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start `fmpipe run --force` in its own process group; return once it prints `mark`."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--data", "tweets.csv", "--force",
+                             *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    run_id = None
+    for line in proc.stdout:
+        if "starting under kfp.local" in line:
+            run_id = line.split("pipeline run ")[1].split()[0]
+        if line.startswith(mark):
+            return proc, run_id
+    raise AssertionError(f"the run ended before {mark}: " + proc.stderr.read()[-2000:])
+
+
 def test_pipeline_registers_and_stages_a_new_version(project, good_run):
     assert good_run.returncode == 0, good_run.stdout[-3000:] + good_run.stderr[-3000:]
     assert "SUCCEEDED" in good_run.stdout
@@ -46,6 +61,16 @@ def test_pipeline_registers_and_stages_a_new_version(project, good_run):
         assert tags.get(key), f"lineage tag {key} missing"
     assert tags["fmpipe.blessed"] == "true" and tags["fmpipe.parity_passed"] == "true"
     assert "alias: staging" in good_run.stdout
+
+
+def test_a_rerun_on_the_same_data_params_and_code_does_nothing(project, good_run):
+    (version,) = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
+    assert len(version.tags["fmpipe.inputs_digest"]) == 32
+    again = fmpipe(project, "run", "--data", "tweets.csv")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"nothing to do: {MODEL} version 1 (aliases: staging) was built from the same data" in again.stdout
+    assert "starting under kfp.local" not in again.stdout
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
 
 
 def test_data_is_versioned_with_dvc(project, good_run):
@@ -100,38 +125,31 @@ def test_data_rev_trains_on_an_older_data_version(project, good_run):
     rev1 = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
                           check=True).stdout.strip()
     v1_md5 = mlflow.MlflowClient().get_model_version(MODEL, "1").tags["fmpipe.data_md5"]
-    lines = (project / "tweets.csv").read_bytes().split(b"\r\n")
-    (project / "tweets.csv").write_bytes(b"\r\n".join(lines[:-100]))  # version 2: 99 rows fewer
+    v1 = (project / "tweets.csv").read_bytes()
+    (project / "tweets.csv").write_bytes(b"\r\n".join(v1.split(b"\r\n")[:-100]))  # v2: 99 rows fewer
     ingest = fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets")
     assert ingest.returncode == 0 and "new version" in ingest.stdout, ingest.stderr
     again = fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets")
     assert "unchanged (no-op)" in again.stdout
 
-    result = fmpipe(project, "run", "--data", "tweets", "--data-rev", rev1, "--require-registered")
+    result = fmpipe(project, "run", "--data", "tweets", "--data-rev", rev1, "--require-registered",
+                    "--force")  # v1's data, params and code built version 1: retrain on purpose
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     newest = max(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
     assert newest.tags["fmpipe.data_md5"] == v1_md5
     assert newest.tags["fmpipe.data_dvc_commit"] == rev1
     assert newest.tags["fmpipe.data_source"] == f"data/tweets.csv@{rev1}"
+    (project / "tweets.csv").write_bytes(v1)  # v2 is too small to pass validation: later tests use v1
 
 
 def test_a_run_stopped_by_sigterm_is_marked_killed_and_cleaned_up(project):
     """What a scheduler's timeout does: the run ends at once, nothing stays RUNNING in MLflow,
     kfp.local's temp folder is gone, and nothing is registered."""
-    import os
     import signal
 
     versions_before = len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'"))
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--data", "tweets.csv"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    run_id = None
-    for line in proc.stdout:
-        if "starting under kfp.local" in line:
-            run_id = line.split("pipeline run ")[1].split()[0]
-        if line.startswith("[fmpipe] validate_data:"):
-            os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the CLI and the running step
-            break
+    proc, run_id = start_run_until(project, "[fmpipe] validate_data:")
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the CLI and the running step
     assert proc.wait(timeout=120) == 130 and "fmpipe: interrupted" in proc.stderr.read()
     (run_dir,) = [d for d in (project / ".fmpipe" / "runs").iterdir() if d.name.startswith(run_id)]
     assert (run_dir / "finished").read_text() == "KILLED\n" and not (run_dir / "tmp").exists()
@@ -139,3 +157,56 @@ def test_a_run_stopped_by_sigterm_is_marked_killed_and_cleaned_up(project):
         f"tags.`fmpipe.kind` = 'pipeline' and tags.`fmpipe.pipeline_run_id` = '{run_dir.name}'"))
     assert list(runs["status"]) == ["KILLED"]
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == versions_before
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(project):
+    """SIGKILL (the OOM killer, `kill -9`) gives the run no chance to clean up: its step must not
+    train on as an orphan, and the next run marks its MLflow runs KILLED and removes its tmp."""
+    import signal
+    import time
+
+    # Training long enough to be killed mid-way; other params than version 1's, so the next run
+    # (on version 1's params) has nothing to do once it has cleaned up.
+    proc, run_id = start_run_until(project, "[fmpipe] pretrain:", "-S", "finetune.epochs=5000")
+    deadline = time.monotonic() + 120
+    while not mlflow.search_runs(experiment_names=["fmpipe"], filter_string=(
+            f"tags.`fmpipe.pipeline_run_id` LIKE '{run_id}%' and tags.`fmpipe.step` = 'finetune' "
+            "and attributes.status = 'RUNNING'")).shape[0]:
+        assert time.monotonic() < deadline, "finetune did not start"
+        time.sleep(0.5)
+    time.sleep(2.0)  # into the training loop
+    proc.send_signal(signal.SIGKILL)  # the CLI alone; its step is another process of the group
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while processes_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    orphans = processes_in_group(proc.pid)
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "the running step went on after its run was SIGKILLed"
+    (run_dir,) = [d for d in (project / ".fmpipe" / "runs").iterdir() if d.name.startswith(run_id)]
+    assert (run_dir / "tmp").exists() and not (run_dir / "finished").exists()  # left as killed
+
+    after = fmpipe(project, "run", "--data", "tweets.csv")
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert f"run {run_id} (pid {proc.pid}" in after.stdout and "was killed before it ended" in after.stdout
+    assert "nothing to do" in after.stdout  # version 1's inputs: the killed run changed nothing
+    assert (run_dir / "finished").read_text() == "KILLED\n" and not (run_dir / "tmp").exists()
+    runs = mlflow.search_runs(experiment_names=["fmpipe"],
+                              filter_string=f"tags.`fmpipe.pipeline_run_id` = '{run_dir.name}'")
+    status = dict(zip(runs["tags.fmpipe.step"].fillna("pipeline"), runs["status"], strict=True))
+    assert status == {"pipeline": "KILLED", "ingest": "FINISHED", "validate_data": "FINISHED",
+                      "finetune": "KILLED"}

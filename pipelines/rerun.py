@@ -1,0 +1,63 @@
+"""Idempotent re-runs: a run whose data, params and code already built a registered version does
+nothing, so a daily schedule on unchanged data costs seconds, not a training run and a duplicate
+version.
+
+"The same" is by content, not by name: the data file's md5 (not its path), every param but the
+data's path, the source of the fmpipe packages the steps run (uncommitted edits included, which a
+git commit would miss) and the versions of the libraries that shape the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
+from components.core.tracking import INPUTS_DIGEST_TAG
+
+# Libraries whose version can change the trained model or its exported graph.
+MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "onnx", "onnxruntime", "openvino",
+                  "scikit-learn", "numpy")
+
+
+def code_digest() -> str:
+    """sha256 over the .py files of the components and pipelines packages, and MODEL_PACKAGES'
+    versions."""
+    import components
+    import pipelines
+
+    digest = hashlib.sha256()
+    for package in (components, pipelines):
+        base = Path(package.__file__).parent
+        for path in sorted(base.rglob("*.py")):
+            digest.update(f"{package.__name__}/{path.relative_to(base).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    for name in MODEL_PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{name}=={version}\0".encode())
+    return digest.hexdigest()
+
+
+def inputs_digest(params_json: str, data_md5: str, code: str) -> str:
+    """One digest of what a run trains from; the data's path is left out (its md5 stands for it)."""
+    params = json.loads(params_json)
+    params.get("data", {}).pop("source", None)
+    text = json.dumps({"params": params, "data_md5": data_md5, "code": code}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def version_built_from(model_name: str, digest: str, tracking_uri: str) -> tuple[str, list[str]] | None:
+    """(version, its aliases) of the newest registered version tagged with `digest`, or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = client.search_model_versions(f"name = '{model_name}' and tags.`{INPUTS_DIGEST_TAG}` = '{digest}'")
+    if not found:
+        return None
+    newest = str(max(int(v.version) for v in found))
+    # search results leave aliases out; the version itself has them
+    return newest, sorted(client.get_model_version(model_name, newest).aliases)

@@ -1,0 +1,46 @@
+"""What makes two runs "the same" for an idempotent re-run, and finding the version they built."""
+
+from __future__ import annotations
+
+import mlflow
+
+from components.core.config import load_params
+from components.core.tracking import INPUTS_DIGEST_TAG
+from pipelines import rerun
+from pipelines.rerun import code_digest, inputs_digest, version_built_from
+from tests.conftest import REPO
+
+
+def params_json(*overrides: str) -> str:
+    return load_params(REPO / "params.yaml", list(overrides)).to_json()
+
+
+def test_the_data_path_does_not_count_but_its_content_params_and_code_do():
+    code = code_digest()
+    base = inputs_digest(params_json(), "md5-a", code)
+    assert inputs_digest(params_json("data.source=elsewhere/tweets.csv"), "md5-a", code) == base
+    assert inputs_digest(params_json(), "md5-b", code) != base
+    assert inputs_digest(params_json("finetune.epochs=7"), "md5-a", code) != base
+    assert inputs_digest(params_json(), "md5-a", code + "edited") != base
+
+
+def test_the_code_digest_is_stable_and_sees_library_versions(monkeypatch):
+    first = code_digest()
+    assert code_digest() == first and len(first) == 64
+    real = rerun.metadata.version
+    monkeypatch.setattr(rerun.metadata, "version",
+                        lambda name: "99.0" if name == "transformers" else real(name))
+    assert code_digest() != first
+
+
+def test_the_newest_version_built_from_a_digest_is_found_with_its_aliases(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert version_built_from("m", "d1", uri) is None  # no such model yet
+    client.create_registered_model("m")
+    for digest in ("d1", "d2", "d1"):
+        client.create_model_version("m", str(tmp_path), tags={INPUTS_DIGEST_TAG: digest})
+    client.set_registered_model_alias("m", "staging", "3")
+    assert version_built_from("m", "d1", uri) == ("3", ["staging"])
+    assert version_built_from("m", "d2", uri) == ("2", [])
+    assert version_built_from("m", "d3", uri) is None
