@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
 
-run: setup  ## the main job: the full pipeline on the embedded defaults
-	$(VENV)/bin/fmpipe run
+run: setup  ## the main job: the full pipeline on the embedded defaults (ARGS=--force to retrain)
+	$(VENV)/bin/fmpipe run $(ARGS)
 
 test: setup  ## the test suite (unit, component, kfp.local end to end)
 	$(VENV)/bin/pytest -q
