@@ -150,6 +150,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from components.registry.registry import registry_status
+    from pipelines.runlock import describe, run_state
 
     cfg, client = _connect(args)
     with _one_line_errors(client):
@@ -164,6 +165,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             metrics = "  ".join(f"{k}={v}" for k, v in a.metrics.items()) or "no metrics"
             since = f"since {a.since} by {a.by}" if a.since else "not in fmpipe's history"
             print(f"  {a.alias:10}  version {a.version:>4}  {metrics}  ({since})")
+    state, record = run_state(Path(args.params).resolve().parent)
+    if state == "going":
+        print(f"pipeline: {describe(record)} is going")
+    elif state == "killed":
+        print(f"pipeline: {describe(record)} was killed; the next `fmpipe run` cleans up after it")
     return 0
 
 

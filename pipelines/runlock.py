@@ -82,6 +82,27 @@ def run_lock(root: Path, record: dict, wait: bool = False) -> Iterator[dict]:
         os.close(fd)  # releases the flock
 
 
+def run_state(root: Path) -> tuple[str, dict]:
+    """("going" | "killed" | "none", the lock record) for `fmpipe status`; reads, never locks (a
+    probe that took the lock could make a run starting at that instant exit busy)."""
+    path = root / LOCK_FILE
+    try:
+        record = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return "none", {}
+    if not record:
+        return "none", {}
+    if record.get("host") != socket.gethostname():
+        return "going", record  # another machine's process: assume it is alive
+    try:
+        os.kill(int(record.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return "killed", record
+    except (PermissionError, ValueError, OverflowError):
+        pass
+    return "going", record
+
+
 def clean_up_killed_run(record: dict) -> str:
     """Finish what a killed run could not: mark its MLflow runs (pipeline and steps) still RUNNING
     as KILLED, write its `finished` marker, remove its temp folder. Returns a line saying so."""

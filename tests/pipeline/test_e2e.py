@@ -199,6 +199,8 @@ def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(proj
     assert not orphans, "the running step went on after its run was SIGKILLed"
     (run_dir,) = [d for d in (project / ".fmpipe" / "runs").iterdir() if d.name.startswith(run_id)]
     assert (run_dir / "tmp").exists() and not (run_dir / "finished").exists()  # left as killed
+    status = fmpipe(project, "status")
+    assert f"pipeline: run {run_id} (pid {proc.pid}" in status.stdout and "was killed" in status.stdout
 
     after = fmpipe(project, "run", "--data", "tweets.csv")
     assert after.returncode == 0, after.stderr[-2000:]

@@ -16,7 +16,7 @@ import pytest
 
 from components.core.tracking import KIND_TAG, PIPELINE_RUN_TAG
 from pipelines.local import FINISHED_MARKER
-from pipelines.runlock import BUSY_EXIT, LOCK_FILE, RunBusy, clean_up_killed_run, run_lock
+from pipelines.runlock import BUSY_EXIT, LOCK_FILE, RunBusy, clean_up_killed_run, run_lock, run_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,9 +82,13 @@ def test_the_run_after_a_sigkilled_one_finds_its_record_and_cleans_up(tmp_path):
     (run_dir / "tmp" / "kfp-task").mkdir(parents=True)
 
     record = {"run_id": "killed0run", "run_dir": str(run_dir), "tracking_uri": uri, "experiment": "fmpipe"}
+    assert run_state(tmp_path) == ("none", {})
     holder = hold_lock_in_child(tmp_path, 60, record)
+    assert run_state(tmp_path)[0] == "going"  # what `fmpipe status` shows
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
+    state, left = run_state(tmp_path)
+    assert state == "killed" and left["run_id"] == "killed0run"
     with run_lock(tmp_path, {"run_id": "next"}) as killed:
         assert killed["run_id"] == "killed0run" and killed["pid"] == holder.pid
         line = clean_up_killed_run(killed)
@@ -94,6 +98,7 @@ def test_the_run_after_a_sigkilled_one_finds_its_record_and_cleans_up(tmp_path):
     assert (run_dir / FINISHED_MARKER).read_text() == "KILLED\n" and not (run_dir / "tmp").exists()
     with run_lock(tmp_path, {"run_id": "after"}) as killed:
         assert killed == {}  # cleaned up once, not again
+    assert run_state(tmp_path) == ("none", {})
 
 
 def test_clean_up_survives_a_tracking_store_that_is_gone(tmp_path, monkeypatch):
