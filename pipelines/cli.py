@@ -3,6 +3,7 @@
   fmpipe run                 the whole pipeline on params.yaml (kfp.local, MLflow on sqlite)
   fmpipe step NAME           one step on files under artifacts/ (what dvc.yaml stages call)
   fmpipe compile             write the KFP IR YAML a Kubeflow cluster runs
+  fmpipe submit              start it on a Kubeflow cluster, now or on a cron schedule
   fmpipe data ingest SOURCE  version a data set with DVC
   fmpipe promote / rollback / history / status / predict   the registry (pipelines/cli_registry.py)
 """
@@ -168,6 +169,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     params, _ = _load(args)
     out = compile_pipeline(Path(args.output), params)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """The pipeline to a Kubeflow Pipelines cluster: one run, or a recurring one with --schedule."""
+    from pipelines.submit import build_submission, describe, send
+
+    params, root = _load(args)
+    if args.data:
+        params.data.source = args.data
+    sub = build_submission(params, _git_commit(root), args.schedule)
+    for note in sub.notes:
+        print(f"[fmpipe] note: {note}")
+    if args.dry_run:
+        print(describe(sub))
+        return 0
+    if not args.host:
+        raise FmpipeError("submit needs --host URL (the Kubeflow Pipelines API), or --dry-run to "
+                          "print what would be sent")
+    print(send(sub, args.host, params))
     return 0
 
 
@@ -342,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(training resources come from params)"))
     comp.add_argument("-o", "--output", default=str(DEFAULT_COMPILED), help="output YAML path")
     comp.set_defaults(func=cmd_compile)
+
+    submit = with_params(sub.add_parser(
+        "submit", help="send the pipeline to a Kubeflow Pipelines cluster (a run, or a schedule)",
+        description="Compile the DAG and start it on a Kubeflow Pipelines cluster, now or on a "
+        "cron schedule (scheduled retraining). The steps log to the MLflow server in "
+        "registry.tracking_uri, which must be reachable from the pods; each KFP run files its "
+        "steps under its own job id. A schedule runs one run at a time and fires no backlog."))
+    submit.add_argument("--host", metavar="URL", help="the KFP API, e.g. http://ml-pipeline-ui.kubeflow:80")
+    submit.add_argument("--schedule", metavar="CRON",
+                        help="a recurring run instead of one run now: '0 3 * * *' = 03:00 daily")
+    submit.add_argument("--data", metavar="PATH_OR_NAME",
+                        help="data source as the pods see it (default: data.source in params)")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the run's parameters and settings; contact nothing")
+    submit.set_defaults(func=cmd_submit)
 
     data = sub.add_parser("data", help="data set commands")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

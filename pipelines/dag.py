@@ -12,6 +12,7 @@ from components.evaluate.component import evaluate
 from components.export_onnx.component import export_onnx
 from components.finetune.component import finetune
 from components.finetune.resources import apply_resources
+from components.finish_run.component import finish_run
 from components.ingest.component import ingest
 from components.pretrain.component import pretrain
 from components.registry.component import promote, register
@@ -25,10 +26,9 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
     """The training pipeline, with the training steps' cluster resources taken from params."""
     params = params or Params()
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Validate, (pre)train, evaluate, export, register, promote.")
-    def training_pipeline(source: str, params_json: str, ctx_json: str):
-        common = {"params_json": params_json, "ctx_json": ctx_json}
+    def steps(source: str, params_json: str, ctx_json: str, job_id: str) -> None:
+        """The steps, wired in DAG order (pipeline channels in, tasks out)."""
+        common = {"params_json": params_json, "ctx_json": ctx_json, "job_id": job_id}
         ingest_task = ingest(source=source, **common)
         dataset = ingest_task.outputs["dataset"]
         validate_task = validate_data(dataset=dataset, **common)
@@ -61,5 +61,16 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
         for task in (ingest_task, validate_task, pretrain_task, finetune_task, evaluate_task, export_task,
                      register_task, promote_task):
             task.set_caching_options(enable_caching=False)
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Validate, (pre)train, evaluate, export, register, promote.")
+    def training_pipeline(source: str, params_json: str, ctx_json: str):
+        # job_id: KFP's id of this run, the MLflow pipeline run id when ctx_json leaves it empty.
+        job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        # However the steps end (done, failed, cancelled), the exit handler ends the MLflow pipeline
+        # run: on a cluster nothing else would, and it would stay RUNNING.
+        finish_task = finish_run(ctx_json=ctx_json, job_id=job_id).set_caching_options(enable_caching=False)
+        with dsl.ExitHandler(finish_task, name="run"):
+            steps(source, params_json, ctx_json, job_id)
 
     return training_pipeline

@@ -52,8 +52,16 @@ class RunContext(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> RunContext:
-        return cls.model_validate_json(text)
+    def from_json(cls, text: str, job_id: str = "") -> RunContext:
+        """The context a step was given. An empty pipeline_run_id takes the orchestrator's job id:
+        on a cluster one ctx_json serves every run of a schedule, and each run needs its own id."""
+        ctx = cls.model_validate_json(text)
+        if not ctx.pipeline_run_id:
+            if not job_id:
+                raise FmpipeError("the run context has no pipeline_run_id and the orchestrator gave "
+                                  "no job id")
+            ctx.pipeline_run_id = job_id
+        return ctx
 
 
 def connect(ctx: RunContext) -> str:
@@ -164,6 +172,11 @@ def step_run(ctx: RunContext, step: str) -> Iterator[StepTracker]:
             seconds = time.perf_counter() - started
             tracker.client.log_metric(run.info.run_id, "step_seconds", seconds)
             tracker.client.log_metric(parent, f"time_{step}_s", seconds)
+
+
+def mlflow_status(kfp_state: str) -> str:
+    """MLflow's end status for a KFP pipeline's final state (SUCCEEDED, FAILED, CANCELLED, ...)."""
+    return {"SUCCEEDED": "FINISHED", "CANCELLED": "KILLED", "CANCELING": "KILLED"}.get(kfp_state, "FAILED")
 
 
 def finish_pipeline_run(ctx: RunContext, status: str) -> None:

@@ -8,7 +8,7 @@ from components.core.image import COMPONENT_IMAGE
 def evaluate(
     dataset: Input[Dataset], model: Input[Model], params_json: str, ctx_json: str,
     metrics: Output[Metrics], classification: Output[ClassificationMetrics],
-    evaluation: Output[Artifact],
+    evaluation: Output[Artifact], job_id: str = "",
 ) -> bool:
     """Test-split metrics against the baselines; returns the blessing (gates the rest of the DAG)."""
     from pathlib import Path
@@ -18,7 +18,7 @@ def evaluate(
     from components.core.tracking import RunContext
     from components.evaluate import step
 
-    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     result = exit_on_user_error(
         step.run, Path(dataset.path), Path(model.path), Path(evaluation.path), params, ctx)
     for key in ("accuracy", "macro_f1", "weighted_f1"):

@@ -7,7 +7,7 @@ from components.core.image import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def export_onnx(
     dataset: Input[Dataset], model: Input[Model], evaluation: Input[Artifact], params_json: str,
-    ctx_json: str, onnx_model: Output[Model],
+    ctx_json: str, onnx_model: Output[Model], job_id: str = "",
 ) -> bool:
     """Export to ONNX and check parity on the test split; returns whether parity passed. A
     reduced-precision variant ships only if it still meets evaluate's champion rule."""
@@ -18,7 +18,7 @@ def export_onnx(
     from components.core.tracking import RunContext
     from components.export_onnx import step
 
-    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     result = exit_on_user_error(
         step.run, Path(dataset.path), Path(model.path), Path(onnx_model.path), params, ctx,
         Path(evaluation.path))

@@ -7,7 +7,7 @@ from components.core.image import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def register(
     onnx_model: Input[Model], evaluation: Input[Artifact], data_md5: str, parity_passed: bool,
-    params_json: str, ctx_json: str,
+    params_json: str, ctx_json: str, job_id: str = "",
 ) -> str:
     """Register a new model version with lineage tags; returns the version number."""
     import json
@@ -18,7 +18,7 @@ def register(
     from components.core.tracking import RunContext
     from components.registry import step
 
-    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
     metrics = {f"test_{k}": result["model"][k] for k in ("accuracy", "macro_f1", "weighted_f1")}
     return exit_on_user_error(
@@ -27,12 +27,12 @@ def register(
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def promote(version: str, params_json: str, ctx_json: str) -> str:
+def promote(version: str, params_json: str, ctx_json: str, job_id: str = "") -> str:
     """Set the promotion alias (default `staging`) on the new version; returns the alias."""
     from components.core.config import Params
     from components.core.errors import exit_on_user_error
     from components.core.tracking import RunContext
     from components.registry import step
 
-    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     return exit_on_user_error(step.run_promote, version, params, ctx).alias

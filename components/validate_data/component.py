@@ -5,7 +5,8 @@ from components.core.image import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def validate_data(dataset: Input[Dataset], params_json: str, ctx_json: str, report: Output[HTML]):
+def validate_data(dataset: Input[Dataset], params_json: str, ctx_json: str, report: Output[HTML],
+                  job_id: str = ""):
     """Great Expectations suite from params; a failed `error` expectation stops the run."""
     import shutil
     from pathlib import Path
@@ -15,7 +16,7 @@ def validate_data(dataset: Input[Dataset], params_json: str, ctx_json: str, repo
     from components.core.tracking import RunContext
     from components.validate_data import step
 
-    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json)
+    params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     out = Path(report.path).with_suffix(".d")
     try:
         exit_on_user_error(step.run, Path(dataset.path), out, params, ctx)

@@ -21,8 +21,11 @@ def test_compiled_pipeline_matches_the_golden_file(tmp_path: Path):
         "the compiled pipeline changed; if intended, run `make golden` and commit the result")
 
 
+EXIT_HANDLER = "finish-run"  # not a step: it ends the MLflow run however the steps ended
+
+
 def _dag_order(spec: dict) -> list[str]:
-    """Component tasks in topological order, walking into the dsl.If sub-DAGs."""
+    """Component tasks in topological order, walking into the exit handler's and dsl.If sub-DAGs."""
     components = spec["components"]
     order: list[str] = []
 
@@ -37,7 +40,7 @@ def _dag_order(spec: dict) -> list[str]:
                 component = components[remaining.pop(name)["componentRef"]["name"]]
                 if "dag" in component:
                     walk(component["dag"]["tasks"])
-                else:
+                elif name != EXIT_HANDLER:
                     order.append(name)
 
     walk(spec["root"]["dag"]["tasks"])
@@ -59,12 +62,29 @@ def test_conditions_gate_everything_after_evaluate(tmp_path: Path):
             condition = task.get("triggerPolicy", {}).get("condition")
             if condition:
                 conditions[name] = " ".join(condition.split())
+    step_tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert conditions == {  # -1 is the exit handler's group
+        "condition-2": "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true",
+        "condition-3": "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true"}
+    assert set(step_tasks) == {"ingest", "validate-data", "pretrain", "finetune", "evaluate", "condition-2"}
+    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"export-onnx", "condition-3"}
+    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"register", "promote"}
+
+
+def test_every_run_ends_its_mlflow_run_and_files_steps_under_its_own_job_id(tmp_path: Path):
+    """The exit handler runs however the steps end; every task gets KFP's job id, which names the
+    MLflow pipeline run when ctx_json leaves it empty (each firing of a schedule is its own run)."""
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
     root_tasks = spec["root"]["dag"]["tasks"]
-    assert root_tasks["condition-1"]["triggerPolicy"]["condition"].split() == [
-        "inputs.parameter_values['pipelinechannel--evaluate-Output']", "==", "true"]
-    assert conditions["condition-2"] == (
-        "inputs.parameter_values['pipelinechannel--export-onnx-Output'] == true")
-    assert set(root_tasks) == {"ingest", "validate-data", "pretrain", "finetune", "evaluate", "condition-1"}
+    assert set(root_tasks) == {"exit-handler-1", EXIT_HANDLER}
+    assert root_tasks[EXIT_HANDLER]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root_tasks[EXIT_HANDLER]["dependentTasks"] == ["exit-handler-1"]
+    tasks = {name: task for component in [spec["root"], *spec["components"].values()]
+             for name, task in component.get("dag", {}).get("tasks", {}).items()
+             if "dag" not in spec["components"][task["componentRef"]["name"]]}
+    for name, task in tasks.items():
+        job_id = task["inputs"]["parameters"]["job_id"]["runtimeValue"]["constant"]
+        assert job_id == "{{$.pipeline_job_uuid}}", name
 
 
 def test_no_step_is_ever_served_from_kfp_cache(tmp_path: Path):
@@ -74,5 +94,5 @@ def test_no_step_is_ever_served_from_kfp_cache(tmp_path: Path):
     tasks = {name: task for component in [spec["root"], *spec["components"].values()]
              for name, task in component.get("dag", {}).get("tasks", {}).items()
              if "dag" not in spec["components"][task["componentRef"]["name"]]}
-    assert sorted(t.replace("-", "_") for t in tasks) == sorted(STEPS)
+    assert sorted(t.replace("-", "_") for t in tasks) == sorted([*STEPS, "finish_run"])
     assert not [name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")]
