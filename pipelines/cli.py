@@ -127,10 +127,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     lock_record = {"run_id": run_id, "run_dir": str(run_dir), "experiment": params.registry.experiment,
                    "tracking_uri": params.registry.tracking_uri or default_tracking_uri(root)}
-    with run_lock(root, lock_record, wait=args.wait) as killed:
-        if killed:
-            print(f"[fmpipe] {clean_up_killed_run(killed)}", flush=True)
+    with run_lock(root, lock_record, wait=args.wait) as lock:
+        if lock.killed:
+            results = [clean_up_killed_run(record) for record in lock.killed]
+            for line, _ in results:
+                print(f"[fmpipe] {line}", flush=True)
+            if all(complete for _, complete in results):
+                lock.cleaned()
         return _run_pipeline(args, params, root, run_dir)
+
+
+def _checkpoints_digest(params) -> str:  # noqa: ANN001
+    """What the checkpoints training starts from hold (see pipelines/rerun.py)."""
+    from components.core.task import resolve_checkpoint
+    from pipelines.rerun import checkpoint_digest
+
+    names = [params.finetune.base_model]
+    if params.pretrain.enabled and params.pretrain.mode == "continued":
+        names.append(params.pretrain.base_model)
+    return ",".join(checkpoint_digest(resolve_checkpoint(name)) for name in names)
 
 
 def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -> int:  # noqa: ANN001
@@ -143,11 +158,12 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     ctx = _context(params, root, run_dir.name, label)
     ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
     data_md5 = file_md5(path)
-    ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest())
+    ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest(), _checkpoints_digest(params))
     model = params.registry.model_name
     if not args.force and (built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri)):
         version, aliases = built
-        held = f" (aliases: {', '.join(aliases)})" if aliases else ""
+        held = (f" (aliases: {', '.join(aliases)})" if aliases
+                else f" (no alias: `fmpipe promote {model} --version {version} --to staging --reason ...`)")
         print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from the same "
               f"data (md5 {data_md5}), params and code; pass --force to train again", flush=True)
         return 0

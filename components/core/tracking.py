@@ -188,6 +188,23 @@ def finish_pipeline_run(ctx: RunContext, status: str) -> None:
         mlflow.MlflowClient().set_terminated(run_id, status=status)
 
 
+def end_running_runs(tracking_uri: str, experiment: str, pipeline_run_id: str, status: str) -> int:
+    """End with `status` every run of a pipeline run still RUNNING: the pipeline run and the runs of
+    steps that were stopped from outside (a killed process, an OOM-killed pod). Returns how many."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    running = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' and attributes.status = 'RUNNING'")
+    for run in running:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(running)
+
+
 def note(message: str) -> None:
     """A progress line for the person watching the run (the local runner shows these)."""
     print(f"[fmpipe] {message}", flush=True)

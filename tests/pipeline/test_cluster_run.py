@@ -71,4 +71,8 @@ def test_a_failed_run_is_marked_failed_by_the_exit_handler(project, tiny_csv):
     assert run_like_a_cluster(project, bad) == {"succeeded": False}
     (parent,) = pipeline_runs(project, bad)
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["fmpipe.pipeline_run_id"] not in {"", None}
+    job_id = parent.data.tags["fmpipe.pipeline_run_id"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`fmpipe.pipeline_run_id` = '{job_id}'")
+    assert len(runs) >= 3 and "RUNNING" not in {r.info.status for r in runs}

@@ -172,7 +172,7 @@ def processes_in_group(pgid: int) -> list[int]:
     return alive
 
 
-def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(project):
+def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(project, good_run):
     """SIGKILL (the OOM killer, `kill -9`) gives the run no chance to clean up: its step must not
     train on as an orphan, and the next run marks its MLflow runs KILLED and removes its tmp."""
     import signal
@@ -210,5 +210,6 @@ def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(proj
     runs = mlflow.search_runs(experiment_names=["fmpipe"],
                               filter_string=f"tags.`fmpipe.pipeline_run_id` = '{run_dir.name}'")
     status = dict(zip(runs["tags.fmpipe.step"].fillna("pipeline"), runs["status"], strict=True))
-    assert status == {"pipeline": "KILLED", "ingest": "FINISHED", "validate_data": "FINISHED",
-                      "finetune": "KILLED"}
+    # finetune: KILLED by the clean-up, or FAILED if it wrote to its dead run's pipe first
+    assert status.pop("finetune") in ("KILLED", "FAILED")
+    assert status == {"pipeline": "KILLED", "ingest": "FINISHED", "validate_data": "FINISHED"}

@@ -7,7 +7,7 @@ import mlflow
 from components.core.config import load_params
 from components.core.tracking import INPUTS_DIGEST_TAG
 from pipelines import rerun
-from pipelines.rerun import code_digest, inputs_digest, version_built_from
+from pipelines.rerun import checkpoint_digest, code_digest, inputs_digest, version_built_from
 from tests.conftest import REPO
 
 
@@ -44,3 +44,15 @@ def test_the_newest_version_built_from_a_digest_is_found_with_its_aliases(tmp_pa
     assert version_built_from("m", "d1", uri) == ("3", ["staging"])
     assert version_built_from("m", "d2", uri) == ("2", [])
     assert version_built_from("m", "d3", uri) is None
+
+
+def test_a_checkpoint_folder_counts_by_what_it_holds(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"w" * 10)
+    first = checkpoint_digest(str(tmp_path))
+    assert checkpoint_digest(str(tmp_path)) == first
+    (tmp_path / "model.safetensors").write_bytes(b"v" * 11)  # weights replaced in place
+    assert checkpoint_digest(str(tmp_path)) != first
+    assert checkpoint_digest("org/some-hub-id") == "org/some-hub-id"
+    code = code_digest()
+    assert inputs_digest(params_json(), "m", code, "a") != inputs_digest(params_json(), "m", code, "b")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,15 @@ import pytest
 
 from components.core.tracking import KIND_TAG, PIPELINE_RUN_TAG
 from pipelines.local import FINISHED_MARKER
-from pipelines.runlock import BUSY_EXIT, LOCK_FILE, RunBusy, clean_up_killed_run, run_lock, run_state
+from pipelines.runlock import (
+    BUSY_EXIT,
+    LOCK_FILE,
+    RunBusy,
+    clean_up_killed_run,
+    run_lock,
+    run_state,
+    stop_leftover_processes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,11 +64,11 @@ def test_a_second_run_stops_at_once_and_names_the_one_going(tmp_path):
 
 
 def test_a_run_that_ended_normally_leaves_nothing_to_clean_up(tmp_path):
-    with run_lock(tmp_path, {"run_id": "first"}) as killed:
-        assert killed == {}
+    with run_lock(tmp_path, {"run_id": "first"}) as lock:
+        assert lock.killed == []
     assert (tmp_path / LOCK_FILE).read_text() == ""
-    with run_lock(tmp_path, {"run_id": "second"}) as killed:
-        assert killed == {}
+    with run_lock(tmp_path, {"run_id": "second"}) as lock:
+        assert lock.killed == []
 
 
 def test_wait_queues_behind_the_run_going(tmp_path, capsys):
@@ -89,58 +98,88 @@ def test_the_run_after_a_sigkilled_one_finds_its_record_and_cleans_up(tmp_path):
     holder.wait(timeout=30)
     state, left = run_state(tmp_path)
     assert state == "killed" and left["run_id"] == "killed0run"
-    with run_lock(tmp_path, {"run_id": "next"}) as killed:
+    with run_lock(tmp_path, {"run_id": "next"}) as lock:
+        (killed,) = lock.killed
         assert killed["run_id"] == "killed0run" and killed["pid"] == holder.pid
-        line = clean_up_killed_run(killed)
-    assert "run killed0r" in line and "was killed before it ended" in line
+        line, complete = clean_up_killed_run(killed)
+        lock.cleaned()
+    assert complete and "run killed0r" in line and "was killed before it ended" in line
     assert "2 MLflow run(s) left RUNNING marked KILLED" in line and "temp folder removed" in line
     assert [client.get_run(r).info.status for r in (parent, step, other)] == ["KILLED", "KILLED", "RUNNING"]
     assert (run_dir / FINISHED_MARKER).read_text() == "KILLED\n" and not (run_dir / "tmp").exists()
-    with run_lock(tmp_path, {"run_id": "after"}) as killed:
-        assert killed == {}  # cleaned up once, not again
+    with run_lock(tmp_path, {"run_id": "after"}) as lock:
+        assert lock.killed == []  # cleaned up once, not again
     assert run_state(tmp_path) == ("none", {})
 
 
-def test_clean_up_survives_a_tracking_store_that_is_gone(tmp_path, monkeypatch):
+def test_a_clean_up_that_could_not_finish_is_tried_again_by_the_next_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    record = {"run_id": "r", "tracking_uri": "http://127.0.0.1:9/", "run_dir": str(tmp_path / "none")}
-    assert "its MLflow runs could not be marked" in clean_up_killed_run(record)
+    record = {"run_id": "r1", "tracking_uri": "http://127.0.0.1:9/", "run_dir": str(tmp_path / "none")}
+    holder = hold_lock_in_child(tmp_path, 60, record)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    with run_lock(tmp_path, {"run_id": "second"}) as lock:
+        line, complete = clean_up_killed_run(lock.killed[0])
+        assert not complete and "could not be marked yet" in line  # the store is down: no cleaned()
+    assert run_state(tmp_path) == ("killed", lock.killed[0])
+    with run_lock(tmp_path, {"run_id": "third"}) as lock:
+        assert [r["run_id"] for r in lock.killed] == ["r1"]  # still there, not lost
 
 
-def test_a_step_process_ends_when_the_run_that_started_it_is_sigkilled(tmp_path):
+def test_processes_a_killed_run_left_are_stopped_before_the_next_run_starts(tmp_path):
+    """A step that outlived its run (it would train beside the next one) carries the run's pid in
+    FMPIPE_RUN_PID; the clean-up gives it a grace period, then stops it."""
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             env={**os.environ, "FMPIPE_RUN_PID": "4194301"})
+    try:
+        record = {"run_id": "gone", "pid": 4194301, "host": socket.gethostname()}
+        assert stop_leftover_processes(record, grace_s=0.5) == 1
+        assert stray.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        stray.kill()
+
+
+def test_a_step_and_what_it_started_end_when_the_run_that_started_it_is_sigkilled(tmp_path):
     """What kfp.local's SubprocessRunner does: the run's process starts the step under `sh -c`.
-    With the run SIGKILLed, the step (which called exit_on_user_error) must not go on as an orphan."""
-    pid_file = tmp_path / "step.pid"
-    child = ("import os, time\n"
+    With the run SIGKILLed, the step (which called exit_on_user_error) must not go on as an
+    orphan, nor must the processes it started (torchrun and its workers, when training spreads)."""
+    pids = tmp_path / "pids"
+    child = ("import os, subprocess, sys, time\n"
              "from components.core.errors import exit_on_user_error\n"
-             f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+             "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+             f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{worker.pid}}')\n"
              "exit_on_user_error(time.sleep, 600)\n")
     run = textwrap.dedent(f"""
         import os, shlex, subprocess, sys, time
         os.environ["FMPIPE_RUN_PID"] = str(os.getpid())
         subprocess.Popen(["sh", "-c", shlex.join([sys.executable, "-c", {child!r}]) + "; true"])
-        time.sleep(60)
+        time.sleep(600)
     """)
     proc = subprocess.Popen([sys.executable, "-c", run], cwd=REPO)
     deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
+    while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)  # let the step start its watcher
-    step_pid = int(pid_file.read_text())
-    assert not is_gone(step_pid)
+    step_pid, worker_pid = map(int, pids.read_text().split())
+    assert not is_gone(step_pid) and not is_gone(worker_pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 20  # the watcher looks once a second
-    while not is_gone(step_pid) and time.monotonic() < deadline:
+    while not (is_gone(step_pid) and is_gone(worker_pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    gone = is_gone(step_pid)
-    if not gone:
-        os.kill(step_pid, signal.SIGKILL)
-    assert gone, "the step went on running after its run was killed"
+    left = [pid for pid in (step_pid, worker_pid) if not is_gone(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the step or its worker went on running after the run was killed"
 
 
-def test_the_guard_does_nothing_inside_the_run_process_itself(monkeypatch):
-    from components.core.errors import RUN_PID_ENV, end_with_parent
-
-    monkeypatch.setenv(RUN_PID_ENV, str(os.getpid()))
-    end_with_parent()  # would SIGTERM this process if it mistook itself for an orphaned step
+def test_the_guard_does_nothing_inside_the_run_process_itself():
+    """Called in the run's own process (tests do that), it must not take itself for an orphan."""
+    code = ("import os, time\n"
+            "os.environ['FMPIPE_RUN_PID'] = str(os.getpid())\n"
+            "from components.core.errors import end_with_parent\n"
+            "end_with_parent(poll_s=0.1)\n"
+            "time.sleep(1.0)\n"
+            "print('alive')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "alive"

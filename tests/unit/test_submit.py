@@ -1,5 +1,6 @@
-"""`fmpipe submit`: what a cluster run is given, and one-line errors. The KFP API itself is not
-here (no cluster on this machine): the failure path runs the real kfp.Client against a closed port."""
+"""`fmpipe submit`: what a cluster run is given, and one-line errors. No KFP API answers on this
+machine: the requests are bound against the installed kfp.Client's signatures, and the failure
+path runs the real kfp.Client against a closed port."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from components.core.config import Params, load_params
 from components.core.errors import FmpipeError
 from components.core.tracking import RunContext, mlflow_status
 from pipelines.cli import main
-from pipelines.submit import build_submission, kfp_cron
+from pipelines.submit import build_submission, kfp_cron, run_request, schedule_request
 from tests.conftest import REPO
 
 SERVER = "registry.tracking_uri=http://mlflow.team:5000"
@@ -54,6 +55,23 @@ def test_each_run_takes_the_job_id_unless_the_context_names_one():
     assert ended == ["FINISHED", "FAILED", "KILLED"]
 
 
+def test_the_requests_fit_the_kfp_client_and_ask_for_one_run_at_a_time():
+    """Bound against the installed kfp.Client's own signatures: a renamed or missing argument fails."""
+    import inspect
+
+    import kfp
+
+    params = load_params(REPO / "params.yaml", [SERVER])
+    once = run_request(build_submission(params, "abc"), "p.yaml")
+    inspect.signature(kfp.Client.create_run_from_pipeline_package).bind(None, **once)
+    assert once["enable_caching"] is False and set(once["arguments"]) == {"source", "params_json", "ctx_json"}
+    nightly = schedule_request(build_submission(params, "abc", "0 3 * * *"), "p.yaml", "exp-1")
+    inspect.signature(kfp.Client.create_recurring_run).bind(None, **nightly)
+    assert nightly["cron_expression"] == "0 0 3 * * *" and nightly["experiment_id"] == "exp-1"
+    assert nightly["max_concurrency"] == 1 and nightly["no_catchup"] and nightly["enable_caching"] is False
+    assert nightly["params"] == once["arguments"]
+
+
 def submit(capsys, *args: str) -> tuple[int, str, str]:
     code = main(["submit", "--params", str(REPO / "params.yaml"), *args])
     out = capsys.readouterr()
@@ -64,8 +82,8 @@ def test_dry_run_prints_what_would_be_sent(capsys):
     code, out, _ = submit(capsys, "--dry-run", "-S", SERVER, "--schedule", "15 2 * * 0")
     assert code == 0
     sent = json.loads(out)
-    assert sent["cron"] == "0 15 2 * * 0" and sent["max_concurrency"] == 1 and not sent["enable_caching"]
-    assert set(sent["arguments"]) == {"source", "params_json", "ctx_json"}
+    assert sent["cron_expression"] == "0 15 2 * * 0" and sent["max_concurrency"] == 1
+    assert sent["enable_caching"] is False and set(sent["params"]) == {"source", "params_json", "ctx_json"}
 
 
 def test_mistakes_print_one_line(capsys):
