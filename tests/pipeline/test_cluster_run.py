@@ -75,4 +75,4 @@ def test_a_failed_run_is_marked_failed_by_the_exit_handler(project, tiny_csv):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.`fmpipe.pipeline_run_id` = '{job_id}'")
-    assert len(runs) >= 3 and "RUNNING" not in {r.info.status for r in runs}
+    assert len(runs) >= 2 and "RUNNING" not in {r.info.status for r in runs}  # pipeline + failed step
