@@ -162,8 +162,9 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     model = params.registry.model_name
     if not args.force and (built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri)):
         version, aliases = built
+        alias = params.registry.promote_alias
         held = (f" (aliases: {', '.join(aliases)})" if aliases
-                else f" (no alias: `fmpipe promote {model} --version {version} --to staging --reason ...`)")
+                else f" (no alias: `fmpipe promote {model} --version {version} --to {alias} --reason ...`)")
         print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from the same "
               f"data (md5 {data_md5}), params and code; pass --force to train again", flush=True)
         return 0
