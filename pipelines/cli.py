@@ -148,10 +148,44 @@ def _checkpoints_digest(params) -> str:  # noqa: ANN001
     return ",".join(checkpoint_digest(resolve_checkpoint(name)) for name in names)
 
 
+def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int | None:  # noqa: ANN001
+    """The exit status when a run on these inputs was already done (see pipelines/rerun.py): a
+    version was registered from them, or evaluate did not bless their model against the champion
+    there is now. None: train."""
+    import mlflow
+
+    from components.registry.registry import current_alias_version
+    from pipelines.rerun import unblessed_run_on, version_built_from
+    from pipelines.summary import NOT_REGISTERED
+
+    model, same = params.registry.model_name, f"the same data (md5 {data_md5}), params and code"
+    if built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri):
+        version, aliases = built
+        alias = params.registry.promote_alias
+        held = (f" (aliases: {', '.join(aliases)})" if aliases
+                else f" (no alias: `fmpipe promote {model} --version {version} --to {alias} --reason ...`)")
+        print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from {same}; "
+              "pass --force to train again", flush=True)
+        return 0
+    client = mlflow.MlflowClient(tracking_uri=ctx.tracking_uri, registry_uri=ctx.tracking_uri)
+    aliases = filter(None, (params.evaluate.champion.alias, params.evaluate.champion.fallback_alias))
+    champion = next(filter(None, (current_alias_version(model, a, client) for a in aliases)), None)
+    if run := unblessed_run_on(ctx.inputs_digest, champion, ctx.tracking_uri, ctx.experiment):
+        against = f"against champion version {champion}" if champion else "(no champion)"
+        print(f"[fmpipe] nothing to do: pipeline run {run[:8]} trained on {same}, and evaluate did "
+              f"not bless its model {against}; pass --force to train again", flush=True)
+        if args.require_registered:
+            print("fmpipe: error: evaluate did not bless the model these inputs give, so nothing is "
+                  "registered (--require-registered)", file=sys.stderr)
+            return NOT_REGISTERED
+        return 0
+    return None
+
+
 def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -> int:  # noqa: ANN001
     from components.ingest.ingest import file_md5
     from pipelines.local import prune_old_runs, run_locally
-    from pipelines.rerun import code_digest, inputs_digest, version_built_from
+    from pipelines.rerun import code_digest, inputs_digest
     from pipelines.summary import exit_status, format_summary
 
     path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
@@ -160,14 +194,8 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     data_md5 = file_md5(path)
     ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest(), _checkpoints_digest(params))
     model = params.registry.model_name
-    if not args.force and (built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri)):
-        version, aliases = built
-        alias = params.registry.promote_alias
-        held = (f" (aliases: {', '.join(aliases)})" if aliases
-                else f" (no alias: `fmpipe promote {model} --version {version} --to {alias} --reason ...`)")
-        print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from the same "
-              f"data (md5 {data_md5}), params and code; pass --force to train again", flush=True)
-        return 0
+    if not args.force and (done := _already_done(args, params, ctx, data_md5)) is not None:
+        return done
     print(f"[fmpipe] pipeline run {run_dir.name[:8]} starting under kfp.local", flush=True)
     outcome = run_locally(path, params, ctx, run_dir)
     if pruned := prune_old_runs(run_dir.parent, args.keep_runs, current=run_dir):

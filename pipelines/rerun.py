@@ -15,7 +15,8 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from components.core.tracking import INPUTS_DIGEST_TAG
+from components.core.tracking import CHAMPION_VERSION_TAG, INPUTS_DIGEST_TAG
+from components.registry.registry import BLESSED_TAG
 
 # Libraries whose version can change the trained model or its exported graph.
 MODEL_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "onnx", "onnxruntime",
@@ -76,3 +77,26 @@ def version_built_from(model_name: str, digest: str, tracking_uri: str) -> tuple
     newest = str(max(int(v.version) for v in found))
     # search results leave aliases out; the version itself has them
     return newest, sorted(client.get_model_version(model_name, newest).aliases)
+
+
+def unblessed_run_on(digest: str, champion: str | None, tracking_uri: str, experiment: str) -> str | None:
+    """The id of a finished pipeline run on these inputs whose model evaluate did not bless, judged
+    against the same champion version as now (None then and now counts as the same), or None. A
+    different champion can change the verdict, so only then does the same model get trained again."""
+    import mlflow
+
+    from components.core.tracking import KIND_TAG, PIPELINE_RUN_TAG
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=(f"tags.`{INPUTS_DIGEST_TAG}` = '{digest}' and tags.`{KIND_TAG}` = 'pipeline' "
+                       f"and tags.`{BLESSED_TAG}` = 'false' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"])
+    for run in runs:
+        if run.data.tags.get(CHAMPION_VERSION_TAG) == champion:
+            return run.data.tags[PIPELINE_RUN_TAG]
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from components.core.tracking import CHAMPION_VERSION_TAG
 from pipelines.local import RunOutcome
 from pipelines.steps import STEPS as STEP_ORDER
 
@@ -26,7 +27,7 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         lines.append("  test split                macro-F1   accuracy")
         lines.append(f"    model                   {m['test_macro_f1']:.4f}     {m['test_accuracy']:.4f}")
         if "champion_macro_f1" in m:
-            champion = f"champion (v{t.get('fmpipe.champion_version', '?')})"
+            champion = f"champion (v{t.get(CHAMPION_VERSION_TAG, '?')})"
             lines.append(f"    {champion:<24}{m['champion_macro_f1']:.4f}")
         for name in ("tfidf_logreg", "majority"):
             key = f"baseline_{name}_macro_f1"

@@ -22,6 +22,7 @@ STEP_TAG = "fmpipe.step"
 KIND_TAG = "fmpipe.kind"
 ERROR_TAG = "fmpipe.error"
 INPUTS_DIGEST_TAG = "fmpipe.inputs_digest"
+CHAMPION_VERSION_TAG = "fmpipe.champion_version"  # set by evaluate when there was a champion
 
 
 def default_tracking_uri(repo_root: Path) -> str:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.tracking import RunContext, note, step_run
+from components.core.tracking import CHAMPION_VERSION_TAG, RunContext, note, step_run
 from components.evaluate.champion import champion_logits
 from components.evaluate.evaluate import EVALUATION_FILE, Evaluation, evaluate
 from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
@@ -56,7 +56,7 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
                        for name, s in result.slices.items() if s.get("scored")})
         tags = {"fmpipe.blessed": str(result.blessing.blessed).lower()}
         if result.champion:
-            tags["fmpipe.champion_version"] = result.champion["version"]
+            tags[CHAMPION_VERSION_TAG] = result.champion["version"]
         track.tags(tags, parent=True)
         failed = [c.name for c in result.blessing.checks if not c.passed]
         champ = (f", champion v{result.champion['version']} "

@@ -118,6 +118,19 @@ def test_user_mistakes_print_one_line(project):
     assert "finetune.epochs='zero'" in bad_param.stderr
 
 
+def test_a_rerun_of_inputs_evaluate_did_not_bless_does_nothing_either(project, good_run):
+    strict = ("-S", "evaluate.min_macro_f1=0.99")  # no tiny model gets there
+    first = fmpipe(project, "run", "--data", "tweets.csv", *strict)
+    assert first.returncode == 0 and "blessed: false" in first.stdout, first.stderr[-2000:]
+    again = fmpipe(project, "run", "--data", "tweets.csv", *strict)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "and evaluate did not bless its model (no champion)" in again.stdout
+    assert "starting under kfp.local" not in again.stdout
+    ci = fmpipe(project, "run", "--data", "tweets.csv", *strict, "--require-registered")
+    assert ci.returncode == 3 and "nothing to do" in ci.stdout
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
+
+
 def test_data_rev_trains_on_an_older_data_version(project, good_run):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)

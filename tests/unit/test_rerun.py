@@ -5,9 +5,15 @@ from __future__ import annotations
 import mlflow
 
 from components.core.config import load_params
-from components.core.tracking import INPUTS_DIGEST_TAG
+from components.core.tracking import CHAMPION_VERSION_TAG, INPUTS_DIGEST_TAG, KIND_TAG, PIPELINE_RUN_TAG
 from pipelines import rerun
-from pipelines.rerun import checkpoint_digest, code_digest, inputs_digest, version_built_from
+from pipelines.rerun import (
+    checkpoint_digest,
+    code_digest,
+    inputs_digest,
+    unblessed_run_on,
+    version_built_from,
+)
 from tests.conftest import REPO
 
 
@@ -56,3 +62,26 @@ def test_a_checkpoint_folder_counts_by_what_it_holds(tmp_path):
     assert checkpoint_digest("org/some-hub-id") == "org/some-hub-id"
     code = code_digest()
     assert inputs_digest(params_json(), "m", code, "a") != inputs_digest(params_json(), "m", code, "b")
+
+
+def test_an_unblessed_run_counts_only_against_the_same_champion(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("fmpipe", artifact_location=str(tmp_path / "artifacts"))
+
+    def pipeline_run(run_id: str, digest: str, blessed: str, champion: str | None, status: str) -> None:
+        tags = {PIPELINE_RUN_TAG: run_id, KIND_TAG: "pipeline", INPUTS_DIGEST_TAG: digest,
+                "fmpipe.blessed": blessed, **({CHAMPION_VERSION_TAG: champion} if champion else {})}
+        client.set_terminated(client.create_run(exp, tags=tags).info.run_id, status=status)
+
+    pipeline_run("vs-v3", "d1", "false", "3", "FINISHED")
+    pipeline_run("alone", "d2", "false", None, "FINISHED")
+    pipeline_run("passed", "d3", "true", None, "FINISHED")
+    pipeline_run("crashed", "d4", "false", None, "FAILED")
+    assert unblessed_run_on("d1", "3", uri, "fmpipe") == "vs-v3"
+    assert unblessed_run_on("d1", "4", uri, "fmpipe") is None  # a new champion may judge otherwise
+    assert unblessed_run_on("d1", None, uri, "fmpipe") is None
+    assert unblessed_run_on("d2", None, uri, "fmpipe") == "alone"
+    assert unblessed_run_on("d3", None, uri, "fmpipe") is None  # blessed: registered, or to retry
+    assert unblessed_run_on("d4", None, uri, "fmpipe") is None  # did not finish
+    assert unblessed_run_on("d1", "3", uri, "no-such-experiment") is None
