@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from components.core.config import Params
-from components.core.errors import RUN_PID_ENV
+from components.core.process import RUN_PID_ENV
 from components.core.tracking import ERROR_TAG, RunContext, finish_pipeline_run, parent_run_id
 
 

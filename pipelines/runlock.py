@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.core.errors import FmpipeError
+from components.core.process import RUN_PID_ENV, started_at
 
 LOCK_FILE = Path(".fmpipe") / "run.lock"
 BUSY_EXIT = 75  # sysexits' EX_TEMPFAIL: "try again later", what a scheduler should read it as
@@ -108,18 +109,6 @@ def run_lock(root: Path, record: dict, wait: bool = False) -> Iterator[HeldLock]
         os.close(fd)  # releases the flock
 
 
-def _started_at(pid: int) -> float | None:
-    """When process `pid` started (epoch seconds), from /proc; None when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _alive(record: dict) -> bool:
     """Whether the run in `record` is still going (a reused pid is not that run)."""
     if record.get("host") != socket.gethostname():
@@ -133,7 +122,7 @@ def _alive(record: dict) -> bool:
         return False
     except PermissionError:
         pass
-    started = _started_at(pid)
+    started = started_at(pid)
     return started is None or started <= float(record.get("started", 0)) + 5
 
 
@@ -154,8 +143,6 @@ def stop_leftover_processes(record: dict, grace_s: float = 5.0) -> int:
     """Processes the killed run started (steps, torchrun workers) still running: they carry its pid
     in FMPIPE_RUN_PID. Give them `grace_s` to go (each step watches for its run), then SIGTERM
     them, so nothing trains on beside the next run. Returns how many had to be stopped."""
-    from components.core.errors import RUN_PID_ENV
-
     if record.get("host") != socket.gethostname() or not record.get("pid"):
         return 0
     mark = f"{RUN_PID_ENV}={record['pid']}".encode()

@@ -174,15 +174,11 @@ def test_a_run_stopped_by_sigterm_is_marked_killed_and_cleaned_up(project):
 
 def processes_in_group(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group, from /proc."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            alive.append(int(stat.parent.name))
-    return alive
+    from components.core.process import proc_stat
+
+    stats = {int(name): proc_stat(int(name)) for name in os.listdir("/proc") if name.isdigit()}
+    return [pid for pid, fields in stats.items()
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
 
 
 def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(project, good_run):

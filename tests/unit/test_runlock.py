@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from components.core.process import proc_stat
 from components.core.tracking import KIND_TAG, PIPELINE_RUN_TAG
 from pipelines.local import FINISHED_MARKER
 from pipelines.runlock import (
@@ -47,11 +48,8 @@ def hold_lock_in_child(root: Path, seconds: float, record: dict) -> subprocess.P
 
 
 def is_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")  # a zombie nobody reaped has ended all the same
+    fields = proc_stat(pid)
+    return fields is None or fields[0] in ("Z", "X")  # a zombie nobody reaped has ended all the same
 
 
 def test_a_second_run_stops_at_once_and_names_the_one_going(tmp_path):
@@ -177,7 +175,7 @@ def test_the_guard_does_nothing_inside_the_run_process_itself():
     """Called in the run's own process (tests do that), it must not take itself for an orphan."""
     code = ("import os, time\n"
             "os.environ['FMPIPE_RUN_PID'] = str(os.getpid())\n"
-            "from components.core.errors import end_with_parent\n"
+            "from components.core.process import end_with_parent\n"
             "end_with_parent(poll_s=0.1)\n"
             "time.sleep(1.0)\n"
             "print('alive')\n")
