@@ -158,7 +158,7 @@ def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int |
     from pipelines.rerun import unblessed_run_on, version_built_from
     from pipelines.summary import NOT_REGISTERED
 
-    model, same = params.registry.model_name, f"the same data (md5 {data_md5}), params and code"
+    model, same = params.registered_model, f"the same data (md5 {data_md5}), params and code"
     if built := version_built_from(model, ctx.inputs_digest, ctx.tracking_uri):
         version, aliases = built
         alias = params.registry.promote_alias
@@ -193,7 +193,7 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
     data_md5 = file_md5(path)
     ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest(), _checkpoints_digest(params))
-    model = params.registry.model_name
+    model = params.registered_model
     if not args.force and (done := _already_done(args, params, ctx, data_md5)) is not None:
         return done
     print(f"[fmpipe] pipeline run {run_dir.name[:8]} starting under kfp.local", flush=True)

@@ -167,7 +167,9 @@ class FinetuneConfig(TrainLoopFields):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_target_modules: list[str] = []         # [] = peft's default for the architecture
-    max_length: int = Field(64, ge=8, le=512)
+    # 0 = from the data: the 99th percentile of the training texts' token lengths, rounded up to a
+    # multiple of 8, at most what the model takes (components/core/task.py: data_max_length).
+    max_length: int = Field(0, ge=0, le=512)
     checkpoint_every_steps: int = Field(500, ge=0)
     class_weights: Literal["none", "balanced"] = "none"
     eval_every_steps: int = Field(0, ge=0)      # 0 = at the end of each epoch
@@ -179,6 +181,8 @@ class FinetuneConfig(TrainLoopFields):
 
     @model_validator(mode="after")
     def _early_stopping(self) -> FinetuneConfig:
+        if 0 < self.max_length < 8:
+            raise ValueError("max_length must be 0 (from the data) or at least 8")
         if self.early_stopping_patience and self.epochs == 1 and not self.eval_every_steps \
                 and not self.max_steps:
             raise ValueError("early_stopping_patience needs evaluations during training: "
@@ -274,7 +278,9 @@ class ExportConfig(_Section):
 class RegistryConfig(_Section):
     tracking_uri: str = ""
     experiment: str = "fmpipe"
-    model_name: str = "fmpipe-text-classifier"
+    # "" = named after the data set and the task (`<data.name>-text-classifier`), so a second data
+    # set makes a second registered model instead of a new version of the first one's.
+    model_name: str = ""
     promote_alias: str = "staging"
     # Scheduled retraining: also move `production` when the challenger beats it (see step.py).
     auto_promote_production: bool = False
@@ -306,12 +312,22 @@ class Params(_Section):
     export_onnx: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
 
+    @property
+    def registered_model(self) -> str:
+        """The registered model this run's versions go to: registry.model_name, or one per data set."""
+        return self.registry.model_name or default_model_name(self.data.name)
+
     def to_json(self) -> str:
         return self.model_dump_json()
 
     @classmethod
     def from_json(cls, text: str) -> Params:
         return parse_params(json.loads(text))
+
+
+def default_model_name(data_name: str) -> str:
+    """The registered model of a data set when registry.model_name is empty (MLflow-safe name)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-.") + "-text-classifier"
 
 
 def _coerce(value: str) -> Any:

@@ -59,12 +59,36 @@ def check_checkpoint(base_model: str, setting: str) -> None:
                       "HF_HUB_OFFLINE=1)")
 
 
-def save_labels(out_dir: Path, labels: list[str]) -> None:
-    (out_dir / LABELS_FILE).write_text(json.dumps({"labels": labels}, indent=2))
+def save_labels(out_dir: Path, labels: list[str], max_length: int | None = None) -> None:
+    """The label order of the model's outputs, and the sequence length it was trained with."""
+    record: dict[str, Any] = {"labels": labels}
+    if max_length:
+        record["max_length"] = max_length
+    (out_dir / LABELS_FILE).write_text(json.dumps(record, indent=2))
 
 
 def load_labels(model_dir: Path) -> list[str]:
     return json.loads((Path(model_dir) / LABELS_FILE).read_text())["labels"]
+
+
+def trained_max_length(model_dir: Path, configured: int = 0) -> int:
+    """The sequence length to run a fine-tuned model at: finetune.max_length when set, else the one
+    finetune chose from the data (recorded next to the labels)."""
+    if configured:
+        return configured
+    found = json.loads((Path(model_dir) / LABELS_FILE).read_text()).get("max_length")
+    if not found:
+        raise FmpipeError(f"{model_dir} records no max_length: set finetune.max_length")
+    return int(found)
+
+
+def data_max_length(tokenizer: Any, texts: list[str], cap: int, quantile: float = 99.0) -> int:
+    """A sequence length that fits the data: the `quantile` percentile of the texts' token lengths
+    (so at most 1% of them are cut), rounded up to a multiple of 8, between 16 and `cap` (what the
+    model's position embeddings allow). Padding is per batch, so a longer bound costs little."""
+    lengths = [len(row) for row in tokenizer(list(texts), truncation=False)["input_ids"]]
+    wanted = int(np.ceil(np.percentile(lengths, quantile) / 8.0) * 8) if lengths else 16
+    return int(min(max(wanted, 16), cap))
 
 
 def tiny_bert_config(vocab_size: int, **kwargs: Any) -> Any:

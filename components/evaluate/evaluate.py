@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from components.core.config import EvaluateConfig
+from components.core.contract import ContractError, text_classification
 from components.core.task import TextClassificationTask
 
 CHAMPION_CHECK = "macro_f1 vs champion"  # the blessing check that compares with the champion
@@ -214,11 +215,16 @@ def evaluate(
     champ_scored, champ_info = None, None
     if champion is not None:
         version, champ_logits, champ_labels = champion
-        if champ_labels == labels:
-            champ_scored = score(champ_logits, labels, test_texts, test_labels, cfg)
-            champ_info = {"version": version, "metrics": champ_scored.metrics, "slices": champ_scored.slices}
-        else:
-            champ_info = {"version": version, "skipped": f"label set differs: {champ_labels}"}
+        if why := text_classification(labels).difference(text_classification(champ_labels)):
+            # Never blessed for want of a comparison: a model of another contract is another model.
+            raise ContractError(
+                f"the champion (version {version}) answers other labels than this model ({why}): "
+                "it cannot be compared, and this model must not replace it. Train this data set "
+                "under its own registered model (leave registry.model_name empty)")
+        # The champion's logits in this model's label order (its artifact may order them otherwise).
+        champ_logits = champ_logits[:, [champ_labels.index(label) for label in labels]]
+        champ_scored = score(champ_logits, labels, test_texts, test_labels, cfg)
+        champ_info = {"version": version, "metrics": champ_scored.metrics, "slices": champ_scored.slices}
     blessing = decide_blessing(challenger, baselines, cfg, champ_scored)
     return Evaluation(labels, challenger.metrics, baselines, blessing, challenger.slices,
                       challenger.calibration or {}, champ_info)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.task import trained_max_length
 from components.core.tracking import CHAMPION_VERSION_TAG, RunContext, note, step_run
 from components.evaluate.champion import champion_logits
 from components.evaluate.evaluate import EVALUATION_FILE, Evaluation, evaluate
@@ -26,13 +27,14 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
     with step_run(ctx, "evaluate") as track, tempfile.TemporaryDirectory() as tmp:
         champion = None
         for alias in filter(None, (cfg.champion.alias, cfg.champion.fallback_alias)):
-            champion = champion_logits(params.registry.model_name, alias, test_texts, Path(tmp))
+            champion = champion_logits(params.registered_model, alias, test_texts, Path(tmp))
             if champion:
                 note(f"evaluate: the champion is version {champion[0]}, holding '{alias}'")
                 break
         result = evaluate(
             model_dir, splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
-            test_texts, splits["test"][LABEL].tolist(), cfg, params.finetune.max_length,
+            test_texts, splits["test"][LABEL].tolist(), cfg,
+            trained_max_length(model_dir, params.finetune.max_length),
             params.finetune.bf16, champion=champion,
         )
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.task import trained_max_length
 from components.core.tracking import RunContext, note, step_run
 from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx.export import ExportResult, export_and_check
@@ -19,7 +20,7 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
         evaluation_dir: Path | None = None) -> ExportResult:
     """Export; the returned result's parity.passed (and the smoke check) gate registration.
     evaluation_dir: evaluate's output, whose champion rule a reduced-precision variant must meet too."""
-    cfg, max_length = params.export_onnx, params.finetune.max_length
+    cfg, max_length = params.export_onnx, trained_max_length(model_dir, params.finetune.max_length)
     test = read_splits(data_dir)["test"]
     floor = None
     if evaluation_dir is not None and (Path(evaluation_dir) / EVALUATION_FILE).exists():

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.core.errors import FmpipeError
-from components.core.task import TextClassificationTask, save_labels
+from components.core.task import TextClassificationTask, data_max_length, save_labels
 from components.finetune import distributed
 from components.finetune.checkpoint import CheckpointStore
 from components.finetune.loop import LoopSettings, seed_everything, train_loop
@@ -52,6 +52,7 @@ class FinetuneResult:
     world_size: int = 1
     eval_seconds: float = 0.0
     truncated_fraction: float = 0.0  # training texts longer than max_length tokens (cut by the tokenizer)
+    max_length: int = 0              # the sequence length it trained at (finetune.max_length, or the data's)
 
 
 def length_grouped_batches(
@@ -141,6 +142,9 @@ def finetune(
         # gradient, clipping or optimizer work.
         model.get_input_embeddings().weight.requires_grad_(False)
     label_ids = {name: i for i, name in enumerate(labels)}
+    if not cfg.max_length:  # from the data: its token lengths, within what the model can take
+        cap = min(getattr(model.config, "max_position_embeddings", 512) or 512, 512)
+        cfg = cfg.model_copy(update={"max_length": data_max_length(tokenizer, train_texts, cap)})
     ids = task.encode(tokenizer, train_texts, cfg.max_length)
     lengths = [len(row) for row in ids]
     y = np.array([label_ids[v] for v in train_labels], dtype=np.int64)
@@ -191,7 +195,7 @@ def finetune(
         out_dir.mkdir(parents=True, exist_ok=True)
         model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
-        save_labels(out_dir, labels)
+        save_labels(out_dir, labels, cfg.max_length)
         if store:
             store.clear()  # the model is saved: nothing left to resume
     return FinetuneResult(
@@ -203,4 +207,5 @@ def finetune(
         world_size=dist.world_size, eval_seconds=loop.eval_seconds,
         # The tokenizer cut a text if it came back at exactly max_length tokens.
         truncated_fraction=float(np.mean([n >= cfg.max_length for n in lengths])) if lengths else 0.0,
+        max_length=cfg.max_length,
     )

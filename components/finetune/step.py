@@ -61,7 +61,8 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
         note(f"finetune: {result.steps} steps in {result.train_seconds:.0f}s "
              f"({result.samples_per_second:.0f} samples/s, {result.world_size} process(es){resumed}), "
              f"val macro-F1 {result.val_macro_f1:.4f}; {result.truncated_fraction:.1%} of training texts "
-             f"truncated at {params.finetune.max_length} tokens")
+             f"truncated at {result.max_length} tokens"
+             + ("" if params.finetune.max_length else " (chosen from the data's token lengths)"))
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
         if pretrained_base(base_model_dir):
             track.params({"pretrained_base": str(base_model_dir)})

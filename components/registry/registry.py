@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from components.core.contract import CONTRACT_TAG, Contract, ContractError, parse_tag, registered_contract
 from components.core.errors import FmpipeError, GateError
 from components.registry.history import (
     DONE,
@@ -59,17 +60,33 @@ def _pip_requirements(onnx_dir: Path) -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
 
 
+def check_contract(client: MlflowClient, model_name: str, contract: Contract) -> None:
+    """Refuse a version whose contract differs from its registered model's, in one line."""
+    held = registered_contract(model_name, client)
+    if held is not None and (why := contract.difference(held)):
+        raise ContractError(
+            f"refusing to register this model as a version of {model_name}: that model is a "
+            f"{held.describe()}, this one a {contract.describe()} ({why}). Register it under its own "
+            "name: leave registry.model_name empty (the name then comes from the data set) or set "
+            "another one")
+
+
 def register_model(
-    onnx_dir: Path, model_name: str, tags: dict[str, str], metrics: dict[str, float]
+    onnx_dir: Path, model_name: str, tags: dict[str, str], metrics: dict[str, float],
+    contract: Contract,
 ) -> str:
     """Log the ONNX model as a self-contained pyfunc in the active run; register a new version.
 
-    Returns the version number. The version carries the lineage tags and headline metrics.
+    Returns the version number. The version carries the lineage tags, headline metrics and its
+    contract; a registered model takes the contract of its first version with one, and refuses
+    versions of another contract (ContractError, before anything is logged).
     """
     import mlflow
 
     import components.export_onnx.serving as serving
 
+    client = mlflow.MlflowClient()
+    check_contract(client, model_name, contract)
     here = Path(__file__).parent
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -80,9 +97,11 @@ def register_model(
         registered_model_name=model_name,
     )
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    for key, value in {**tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}.items():
+    for key, value in {**tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
+                       CONTRACT_TAG: contract.to_tag()}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
+    if registered_contract(model_name, client) is None:  # a new model (or one from before contracts)
+        client.set_registered_model_tag(model_name, CONTRACT_TAG, contract.to_tag())
     return version
 
 
@@ -149,6 +168,27 @@ def check_gates(client: MlflowClient, model_name: str, version: str, alias: str,
         if not was_in_staging(entries, staging, version):
             raise GateError(f"{model_name} version {version} was never in staging; promote it there "
                             f"first (fmpipe promote {model_name} --version {version} --to staging)")
+    check_same_contract(client, model_name, version, tags, alias,
+                        registered if registered is not None else get_model(client, model_name))
+
+
+def check_same_contract(client: MlflowClient, model_name: str, version: str, tags: dict[str, str],
+                        alias: str, registered: Any) -> None:
+    """Refuse to move an alias onto a version whose contract differs from its model's or from the
+    version `production` holds: clients of the model would get other labels. Versions registered
+    before contracts carry none and are not compared."""
+    mine = parse_tag(tags)
+    if mine is None:
+        return
+    held = {"the registered model": parse_tag(registered.tags)}
+    production = alias_map(registered).get(PRODUCTION)
+    if production and production != version:
+        held[f"version {production} (production)"] = parse_tag(
+            client.get_model_version(model_name, production).tags)
+    for what, theirs in held.items():
+        if theirs is not None and (why := mine.difference(theirs)):
+            raise ContractError(f"{model_name} version {version} is a {mine.describe()}, but {what} is "
+                                f"a {theirs.describe()} ({why}); refusing to set alias '{alias}'")
 
 
 def promote(
@@ -215,9 +255,18 @@ def promote_across(
     if found:
         copy = str(found[0].version)
     else:
+        tags = client.get_model_version(model_name, version).tags
+        contract = parse_tag(tags)
+        if contract is not None and model_exists(client, target_model):
+            # the target model's contract and production, before anything is copied
+            check_same_contract(client, target_model, "", tags, alias, get_model(client, target_model))
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..."
             copy = str(client.copy_model_version(f"models:/{source}", target_model).version)
         client.set_model_version_tag(target_model, copy, COPIED_FROM_TAG, source)
+        if contract is not None:
+            client.set_model_version_tag(target_model, copy, CONTRACT_TAG, contract.to_tag())
+            if registered_contract(target_model, client) is None:
+                client.set_registered_model_tag(target_model, CONTRACT_TAG, contract.to_tag())
     registered = get_model(client, target_model)
     current = alias_map(registered).get(alias)
     if current == copy:
@@ -262,6 +311,11 @@ class ModelStatus:
     latest_version: str | None
     aliases: list[AliasStatus]
     moves: int  # done entries in the history
+
+
+def model_exists(client: MlflowClient, name: str) -> bool:
+    """Whether a registered model of exactly this name exists."""
+    return any(m.name == name for m in client.search_registered_models(f"name = '{name}'"))
 
 
 def model_names(client: MlflowClient) -> list[str]:

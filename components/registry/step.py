@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params, RegistryConfig
+from components.core.contract import Contract, text_classification
 from components.core.tracking import RunContext, note, step_run
 from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
@@ -32,6 +34,13 @@ def bound_registry_calls(cfg: RegistryConfig, tracking_uri: str) -> None:
     check_reachable(tracking_uri, cfg.server_timeout_s)
 
 
+def artifact_contract(onnx_dir: Path) -> Contract:
+    """What the exported artifact promises its callers: its task, its labels, its input."""
+    from components.export_onnx.serving import SERVING_FILE
+
+    return text_classification(json.loads((onnx_dir / SERVING_FILE).read_text())["labels"])
+
+
 def run_register(
     onnx_dir: Path, params: Params, ctx: RunContext, data_md5: str, blessed: bool,
     parity_passed: bool, metrics: dict[str, float],
@@ -47,27 +56,28 @@ def run_register(
             BLESSED_TAG: str(blessed).lower(),
             PARITY_TAG: str(parity_passed).lower(),
         }
-        version = register_model(onnx_dir, params.registry.model_name, tags, metrics)
+        model = params.registered_model
+        version = register_model(onnx_dir, model, tags, metrics, artifact_contract(onnx_dir))
         track.tags({"fmpipe.model_version": version}, parent=True)
-        note(f"register: {params.registry.model_name} version {version}")
+        note(f"register: {model} version {version}")
     return version
 
 
 def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
     """Move `promote_alias` (staging) to the new version; with `auto_promote_production`, also
     production when the new version beats it. Both moves are compare-and-set and recorded."""
-    cfg = params.registry
+    cfg, model = params.registry, params.registered_model
     bound_registry_calls(cfg, ctx.tracking_uri)
     limits = MoveLimits(cfg.lock_wait_s, cfg.lock_lease_s)
     actor = f"pipeline:{ctx.pipeline_run_id}"
     with step_run(ctx, "promote") as track:
-        move = promote(cfg.model_name, version, cfg.promote_alias,
+        move = promote(model, version, cfg.promote_alias,
                        reason="blessed and parity-checked by the pipeline", actor=actor, limits=limits)
         track.json(asdict(move), "alias_move.json")
         note(f"promote: alias '{move.alias}' -> version {version} (was {move.previous})")
         track.tags({f"fmpipe.alias.{move.alias}": version}, parent=True)
         if cfg.auto_promote_production and cfg.promote_alias == STAGING:
-            prod = _auto_promote_production(cfg.model_name, version, actor, limits)
+            prod = _auto_promote_production(model, version, actor, limits)
             if prod is not None:
                 track.json(asdict(prod), "production_move.json")
                 track.tags({f"fmpipe.alias.{PRODUCTION}": version}, parent=True)

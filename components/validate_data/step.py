@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.contract import registered_contract, text_classification
 from components.core.tracking import RunContext, note, step_run
 from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
 from components.validate_data.drift import PROFILE_FILE, compare, production_profile
@@ -23,7 +24,7 @@ from components.validate_data.validate import (
 def drift_checks(data_dir: Path, params: Params, splits: dict) -> tuple[list[Check], dict[str, float]]:
     """Drift figures against the data `production` was trained on (none when nothing is there)."""
     cfg = params.validate_data.drift
-    found = production_profile(params.registry.model_name) if cfg.enabled else None
+    found = production_profile(params.registered_model) if cfg.enabled else None
     if found is None:
         return [], {}
     version, reference = found
@@ -38,6 +39,20 @@ def drift_checks(data_dir: Path, params: Params, splits: dict) -> tuple[list[Che
     return checks, {f"drift_{f.name}": f.value for f in figures}
 
 
+def contract_check(model_name: str, labels: list[str]) -> Check | None:
+    """The data's labels against the contract of the registered model this run would add a version
+    to: a mismatch stops the run here, before training, instead of at register."""
+    held = registered_contract(model_name)
+    if held is None:
+        return None
+    why = text_classification(labels).difference(held)
+    detail = (f"the registered model {model_name} is a {held.describe()}; this data gives "
+              f"{why} (leave registry.model_name empty to train this data set under its own model)"
+              if why else f"matches {model_name}")
+    return Check(table="train", rule="model_contract", column=LABEL, success=why is None,
+                 severity="error", detail=detail)
+
+
 def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> ValidationReport:
     """Validate; write report.html + result.json into report_dir; raise DataError on failure."""
     with step_run(ctx, "validate_data") as track:
@@ -46,6 +61,8 @@ def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> Va
         report = validate_splits(splits, params.validate_data, labels)
         drift, drift_figures = drift_checks(data_dir, params, splits)
         report.checks.extend(drift)
+        if contract := contract_check(params.registered_model, labels):
+            report.checks.append(contract)
         report.success = not report.failures
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "report.html").write_text(render_html(report, "fmpipe data validation"))

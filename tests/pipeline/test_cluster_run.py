@@ -61,7 +61,7 @@ def test_each_run_is_filed_under_its_job_id_and_the_exit_handler_finishes_it(pro
     assert {r.data.tags["fmpipe.step"] for r in steps} == {
         "ingest", "validate_data", "finetune", "evaluate", "export_onnx", "register", "promote"}
     assert {r.data.tags["fmpipe.pipeline_run_id"] for r in steps} == {job_id}
-    (version,) = client.search_model_versions("name='fmpipe-text-classifier'")
+    (version,) = client.search_model_versions("name='empythy-text-classifier'")
     assert version.tags["fmpipe.pipeline_run_id"] == job_id
 
 

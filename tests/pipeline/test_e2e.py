@@ -13,7 +13,7 @@ import pytest
 from components.registry.registry import current_alias_version
 from tests.conftest import TINY_OVERRIDES, make_project
 
-MODEL = "fmpipe-text-classifier"
+MODEL = "tweets-text-classifier"  # named after the data set (tweets.csv)
 
 
 def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
