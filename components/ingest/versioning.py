@@ -78,9 +78,16 @@ def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> 
     return DataVersion(target, md5, dvc_file, changed=True)
 
 
+def is_data_set_name(text: str) -> bool:
+    """A name under data/ (`reviews`), not a path (`reviews.csv` may be either; `/x/y.csv` is not)."""
+    return bool(text) and "/" not in text and "\\" not in text and not text.startswith(("~", "."))
+
+
 def _tracked_files(name: str, repo_root: Path) -> list[Path]:
     """data/<name>.<ext> tracked by DVC, for the readable extensions only: `reviews` is not
-    `reviews.v2`."""
+    `reviews.v2`. A path is no name: nothing is tracked under it."""
+    if not is_data_set_name(name):
+        return []
     return [f.with_suffix("") for f in sorted((repo_root / "data").glob(f"{name}.*.dvc"))
             if f.with_suffix("").name[len(name):].lower() in READABLE]
 

@@ -66,7 +66,7 @@ def build_suites(cfg: ValidateConfig, labels: list[str]) -> dict[str, list[Any]]
             gxe.ExpectColumnValuesToBeOfType(column=LABEL, type_="str"),
             gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)),
             gxe.ExpectColumnValueLengthsToBeBetween(
-                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars),
+                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars or None),
             gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
                 column=TEXT, min_value=1.0 - cfg.max_duplicate_rate),
         ]
@@ -109,6 +109,47 @@ def _describe(result: dict[str, Any]) -> str:
     return "failed"
 
 
+# The setting that changes each rule's bound (validate_data.* in params; the label set and the text
+# bound come from the data set's schema unless params set them).
+SCHEMA = "data/<name>.schema.yaml"
+SETTINGS = {
+    "expect_column_value_lengths_to_be_between":
+        f"validate_data.text_min_chars / text_max_chars (or text_max_chars in {SCHEMA})",
+    "expect_column_values_to_be_in_set": f"validate_data.labels (or labels in {SCHEMA})",
+    "expect_column_distinct_values_to_contain_set": f"validate_data.labels (or labels in {SCHEMA})",
+    "expect_table_row_count_to_be_between": "validate_data.min_rows / max_rows",
+    "expect_column_proportion_of_unique_values_to_be_between": "validate_data.max_duplicate_rate",
+    "min_rows_per_class": "validate_data.min_rows_per_class",
+    "class_balance": "validate_data.class_share_min / class_share_max",
+}
+
+
+def _bound(kwargs: dict[str, Any]) -> str:
+    """An expectation's bound in words: `between 1 and 500`, `at least 20`, `one of [a, b]`."""
+    if "value_set" in kwargs:
+        return f"one of [{', '.join(map(str, kwargs['value_set']))}]"
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is not None and high is not None:
+        return f"between {low:g} and {high:g}"
+    if low is not None:
+        return f"at least {low:g}"
+    return f"at most {high:g}" if high is not None else ""
+
+
+def _explained(detail: str, rule: str, expectation_type: str, kwargs: dict[str, Any],
+               table: pd.DataFrame) -> str:
+    """A failed rule's detail with its bound, the value observed and the setting that changes it."""
+    parts = [detail]
+    if bound := _bound(kwargs):
+        parts.append(f"bound: {bound}")
+    if expectation_type == "expect_column_value_lengths_to_be_between":
+        lengths = table[TEXT].dropna().astype(str).str.len()
+        parts.append(f"observed lengths {int(lengths.min())}..{int(lengths.max())} chars")
+    if setting := SETTINGS.get(rule) or SETTINGS.get(expectation_type):
+        parts.append(f"set by {setting}")
+    return "; ".join(parts)
+
+
 def _rule_name(table: str, expectation_type: str, column: str | None) -> str:
     return (RULE_NAMES.get((table, expectation_type)) or RULE_NAMES.get((table, column or ""))
             or expectation_type)
@@ -149,6 +190,8 @@ def validate_splits(
             if table == CLASSES and not item.success:
                 bad = tables[CLASSES].loc[item.result.get("partial_unexpected_index_list") or [], LABEL]
                 detail = f"{detail}; labels: {bad.tolist() or 'see report'}"
+            if not item.success:
+                detail = _explained(detail, rule, config.type, config.kwargs, tables[table])
             report.checks.append(Check(table=table, rule=rule, column=column, success=bool(item.success),
                                        severity=cfg.severity.get(rule, "error"), detail=detail))
     report.success = not report.failures

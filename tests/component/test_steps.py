@@ -20,6 +20,7 @@ from components.finetune import step as finetune_step
 from components.ingest import step as ingest_step
 from components.registry import step as registry_step
 from components.registry.registry import current_alias_version, promote, register_model
+from components.registry.step import artifact_contract
 from components.validate_data import step as validate_step
 
 
@@ -213,7 +214,8 @@ def test_promote_refuses_a_version_that_was_not_blessed(chain):
     # In the test store's experiment: MLflow's Default one keeps artifacts in ./mlruns (the repo).
     with mlflow.start_run(experiment_id=connect(ctx)):
         version = register_model(chain["dirs"]["onnx"], name,
-                                 {"fmpipe.blessed": "false", "fmpipe.parity_passed": "true"}, {})
+                                 {"fmpipe.blessed": "false", "fmpipe.parity_passed": "true"}, {},
+                                 artifact_contract(chain["dirs"]["onnx"]))
     with pytest.raises(GateError, match="was not blessed"):
         promote(name, version, "staging", reason="test", actor="test")
     assert current_alias_version(name, "staging") == chain["version"]

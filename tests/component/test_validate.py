@@ -93,3 +93,13 @@ def test_warn_severity_reports_without_stopping():
     report = validate_splits(splits(), cfg, LABELS)
     assert report.success and len(report.warnings) == 1
     raise_on_failure(report, "f.csv")  # a warning never stops the run
+
+
+def test_a_failed_bound_names_the_bound_the_value_seen_and_the_setting():
+    report = validate_splits(splits(test=pd.DataFrame({"text": ["x" * 57], "label": ["pos"]})), CFG, LABELS)
+    detail = report.failures[0].detail
+    assert "bound: between 1 and 20" in detail and "observed lengths 57..57 chars" in detail
+    assert "set by validate_data.text_min_chars / text_max_chars (or text_max_chars in " in detail
+    counts = validate_splits(splits(), ValidateConfig(labels=LABELS, min_rows=100), LABELS)
+    assert "observed 6" in counts.failures[0].detail and "bound: between 100 and" in counts.failures[0].detail
+    assert "set by validate_data.min_rows / max_rows" in counts.failures[0].detail

