@@ -361,7 +361,7 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         metrics = {f"test_{k}": evaluation["model"][k] for k in ("accuracy", "macro_f1")}
         version = step.run_register(
             art / "onnx", params, ctx, file_md5(resolve_source(params.data.source)),
-            evaluation["blessing"]["blessed"], parity, metrics)
+            evaluation["blessing"]["blessed"], parity, metrics, evaluation)
         (art / "registered.json").write_text(json.dumps({"version": version}))
     elif name == "promote":
         from components.registry import step
