@@ -49,6 +49,7 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     from mlflow import MlflowClient
 
     from components.core.config import load_params
+    from components.core.credentials import secure_tracking_uri
     from components.core.tracking import default_tracking_uri
     from components.registry.step import bound_registry_calls
     from pipelines.env import apply_defaults
@@ -56,7 +57,7 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     root = Path(args.params).resolve().parent
     apply_defaults(root)
     cfg = load_params(args.params, args.set or []).registry
-    uri = cfg.tracking_uri or default_tracking_uri(root)
+    uri = secure_tracking_uri(cfg.tracking_uri) or default_tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise FmpipeError(f"no MLflow registry at {uri} yet: run `fmpipe run` first, or point "
                           "registry.tracking_uri at your server (-S registry.tracking_uri=http://...)")
