@@ -38,11 +38,18 @@ def _git_commit(root: Path) -> str:
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - returns (params, root)
     from components.core.config import load_params
+    from components.core.credentials import refuse_password, secure_tracking_uri
     from pipelines.env import apply_defaults
 
     root = _repo_root(Path(args.params))
     apply_defaults(root)
-    return load_params(args.params, args.set or []), root
+    params = load_params(args.params, args.set or [])
+    if args.command == "submit":  # what leaves this machine carries no password, not even stripped
+        refuse_password(params.registry.tracking_uri, "a cluster run")
+    # A password in the URI goes to the environment variable its client reads, once, here: no
+    # parameter, tag, log or summary downstream ever sees it.
+    params.registry.tracking_uri = secure_tracking_uri(params.registry.tracking_uri)
+    return params, root
 
 
 def _checkpoints_exist(params) -> None:  # noqa: ANN001
@@ -361,7 +368,7 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         metrics = {f"test_{k}": evaluation["model"][k] for k in ("accuracy", "macro_f1")}
         version = step.run_register(
             art / "onnx", params, ctx, file_md5(resolve_source(params.data.source)),
-            evaluation["blessing"]["blessed"], parity, metrics)
+            evaluation["blessing"]["blessed"], parity, metrics, evaluation)
         (art / "registered.json").write_text(json.dumps({"version": version}))
     elif name == "promote":
         from components.registry import step

@@ -2,8 +2,8 @@
 
   fmpipe promote MODEL --version N --to production --reason "..."   (compare-and-set, recorded)
   fmpipe rollback MODEL                                              production back one step
-  fmpipe history MODEL                                               every alias move: when, who, why
-  fmpipe status                                                      models, aliases, headline metrics
+  fmpipe history MODEL [--adopt --alias A --reason R]                every alias move: when, who, why
+  fmpipe status [--check]                                            models, aliases, headline metrics
   fmpipe predict MODEL [--alias A | --version N] TEXT ...            what a registered model says
 """
 
@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import getpass
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
     from components.core.config import RegistryConfig
     from components.registry.registry import AliasMove, Expected, MoveLimits
+
+
+CHECK_FAILED = 4  # `fmpipe status --check` found a drifted alias or an ungated version
 
 
 def user_path(text: str) -> str:
@@ -45,6 +49,7 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     from mlflow import MlflowClient
 
     from components.core.config import load_params
+    from components.core.credentials import secure_tracking_uri
     from components.core.tracking import default_tracking_uri
     from components.registry.step import bound_registry_calls
     from pipelines.env import apply_defaults
@@ -52,7 +57,7 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     root = Path(args.params).resolve().parent
     apply_defaults(root)
     cfg = load_params(args.params, args.set or []).registry
-    uri = cfg.tracking_uri or default_tracking_uri(root)
+    uri = secure_tracking_uri(cfg.tracking_uri) or default_tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise FmpipeError(f"no MLflow registry at {uri} yet: run `fmpipe run` first, or point "
                           "registry.tracking_uri at your server (-S registry.tracking_uri=http://...)")
@@ -132,15 +137,33 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from components.registry.history import read_history
+    from components.registry.history import parse_history, settle_stopped
+    from components.registry.registry import adopt, alias_drift
 
     cfg, client = _connect(args)
-    with _one_line_errors(client):
-        entries = read_history(client, args.model, _actor(), cfg.lock_lease_s)
-    entries = [e for e in entries if args.alias in (None, e.alias)]
-    if not entries:
-        print(f"{args.model}: no alias moves recorded")
+    if args.adopt:
+        if not (args.alias and args.reason):
+            raise FmpipeError("--adopt needs --alias (the alias moved outside fmpipe) and --reason")
+        with _one_line_errors(client):
+            move = adopt(args.model, args.alias, args.reason, _actor(), client=client, limits=_limits(cfg))
+        print(f"{args.model}: adopted '{move.alias}' on version {move.version} (history said "
+              f"{move.previous or 'unset'}); history entry #{move.seq}")
         return 0
+    with _one_line_errors(client):
+        registered = settle_stopped(client, args.model, _actor(), cfg.lock_lease_s)
+    entries = [e for e in parse_history(registered.tags) if args.alias in (None, e.alias)]
+    drift = [d for d in alias_drift(registered) if args.alias in (None, d.alias)]
+    _print_history(args.model, entries)
+    for d in drift:
+        print(f"! {d.describe(args.model)}" + (f" (adopt it: fmpipe history --adopt {args.model} --alias "
+                                               f"{d.alias} --reason ...)" if d.version else ""))
+    return 0
+
+
+def _print_history(model: str, entries: list) -> None:
+    if not entries:
+        print(f"{model}: no alias moves recorded")
+        return
     print(f"{'#':>4}  {'when (UTC)':20}  {'alias':10}  {'version':>7}  {'from':>4}  {'action':8}  "
           f"{'by':30}  why")
     for e in entries:
@@ -151,7 +174,6 @@ def cmd_history(args: argparse.Namespace) -> int:
         why += f" [{e.note}]" if e.note else ""
         print(f"{e.seq:>4}  {e.at:20}  {e.alias:10}  {version:>7}  {e.previous or '-':>4}  "
               f"{e.action:8}  {e.actor:30}  {why}")
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -170,12 +192,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         for a in m.aliases:
             metrics = "  ".join(f"{k}={v}" for k, v in a.metrics.items()) or "no metrics"
             since = f"since {a.since} by {a.by}" if a.since else "not in fmpipe's history"
+            if a.drifted:
+                since = (f"MOVED OUTSIDE FMPIPE: the history expects "
+                         f"{'version ' + a.expected if a.expected else 'it unset'}")
             print(f"  {a.alias:10}  version {a.version:>4}  {metrics}  ({since})")
+        for d in m.removed:
+            print(f"  {d.alias:10}  not set       (REMOVED OUTSIDE FMPIPE: the history expects version "
+                  f"{d.expected})")
+    problems = [line for m in models for line in m.problems]
     state, record = run_state(Path(args.params).resolve().parent)
     if state == "going":
         print(f"pipeline: {describe(record)} is going")
     elif state == "killed":
         print(f"pipeline: {describe(record)} was killed; the next `fmpipe run` cleans up after it")
+    if args.check and problems:
+        for line in problems:
+            print(f"fmpipe: check failed: {line}", file=sys.stderr)
+        return CHECK_FAILED
     return 0
 
 
@@ -251,10 +284,17 @@ def add_registry_commands(sub: Any) -> None:
     history = parser("history", "every alias move of a model: when, which version, from which, who, why")
     history.add_argument("model", help="registered model name")
     history.add_argument("--alias", help="only this alias")
+    history.add_argument("--adopt", action="store_true",
+                         help="record in the history a move of --alias made outside fmpipe (the MLflow "
+                         "UI, another client), with --reason; until then promote and rollback refuse it")
+    history.add_argument("--reason", help="with --adopt: why the outside move stands")
     history.set_defaults(func=cmd_history)
 
     status = parser("status", "registered models, which version holds which alias, headline metrics")
     status.add_argument("model", nargs="?", help="only this model")
+    status.add_argument("--check", action="store_true",
+                        help=f"exit {CHECK_FAILED} when an alias was moved outside fmpipe, or points at "
+                        "a version without the blessing and parity tags (for CI and cron)")
     status.set_defaults(func=cmd_status)
 
     predict = parser("predict", "label texts with a registered model, as its ONNX artifact serves them "

@@ -8,6 +8,7 @@ built from params: `build_pipeline(params)`.
 from kfp import dsl
 
 from components.core.config import Params
+from components.core.credentials import HTTP_PASSWORD, HTTP_USER
 from components.evaluate.component import evaluate
 from components.export_onnx.component import export_onnx
 from components.finetune.component import finetune
@@ -20,6 +21,17 @@ from components.validate_data.component import validate_data
 from pipelines.steps import STEPS  # noqa: F401 - re-exported: the order this DAG wires
 
 PIPELINE_NAME = "fmpipe-text-classification"
+
+
+def with_credentials(task, secret: str):  # noqa: ANN001, ANN201 - a KFP task
+    """The tracking server's credentials from a Kubernetes Secret into the task's environment, where
+    MLflow reads them: never in the run's parameters."""
+    if secret:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={
+            HTTP_USER: HTTP_USER, HTTP_PASSWORD: HTTP_PASSWORD})
+    return task
 
 
 def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipeline function
@@ -61,6 +73,7 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
         for task in (ingest_task, validate_task, pretrain_task, finetune_task, evaluate_task, export_task,
                      register_task, promote_task):
             task.set_caching_options(enable_caching=False)
+            with_credentials(task, params.registry.credentials_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Validate, (pre)train, evaluate, export, register, promote.")
@@ -70,6 +83,7 @@ def build_pipeline(params: "Params | None" = None):  # noqa: ANN201 - a KFP pipe
         # However the steps end (done, failed, cancelled), the exit handler ends the MLflow pipeline
         # run: on a cluster nothing else would, and it would stay RUNNING.
         finish_task = finish_run(ctx_json=ctx_json, job_id=job_id).set_caching_options(enable_caching=False)
+        with_credentials(finish_task, params.registry.credentials_secret)
         with dsl.ExitHandler(finish_task, name="run"):
             steps(source, params_json, ctx_json, job_id)
 

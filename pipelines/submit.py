@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.credentials import refuse_password
 from components.core.errors import FmpipeError
 from components.core.tracking import RunContext
 from pipelines.dag import PIPELINE_NAME
@@ -44,6 +45,7 @@ def kfp_cron(expression: str) -> str:
 def build_submission(params: Params, git_commit: str, schedule: str | None = None) -> Submission:
     """The run's parameters from params; refuses a tracking store the pods could not reach."""
     uri = params.registry.tracking_uri
+    refuse_password(uri, "a cluster run")
     if not uri or not uri.startswith(("http://", "https://")):
         raise FmpipeError("a cluster run needs an MLflow server the pods can reach (http[s]://: the "
                           "steps upload their models through it): set registry.tracking_uri in params "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from components.core.credentials import masked
 from components.core.tracking import CHAMPION_VERSION_TAG
 from pipelines.local import RunOutcome
 from pipelines.steps import STEPS as STEP_ORDER
@@ -65,7 +66,7 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         lines.append(f"  artifacts: {outcome.outputs_dir}")
     if outcome.log_file:
         lines.append(f"  full log: {outcome.log_file}")
-    lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri}")
+    lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {masked(tracking_uri)}")
     lines.append("=" * 64)
     return "\n".join(lines)
 

@@ -290,6 +290,9 @@ class RegistryConfig(_Section):
     auto_promote_production: bool = False
     lock_wait_s: float = Field(30.0, gt=0)     # wait for another promotion of the same model
     lock_lease_s: float = Field(120.0, gt=0)   # an unfinished promotion older than this is dead
+    # A Kubernetes Secret whose MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD keys become
+    # every step pod's environment on a cluster ("" = none): credentials never go in the URI there.
+    credentials_secret: str = ""
     server_timeout_s: int = Field(10, ge=1)    # per HTTP request to an MLflow server
     server_retries: int = Field(2, ge=0, le=10)
 

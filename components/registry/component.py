@@ -23,7 +23,7 @@ def register(
     metrics = {f"test_{k}": result["model"][k] for k in ("accuracy", "macro_f1", "weighted_f1")}
     return exit_on_user_error(
         step.run_register, Path(onnx_model.path), params, ctx, data_md5,
-        result["blessing"]["blessed"], parity_passed, metrics)
+        result["blessing"]["blessed"], parity_passed, metrics, result)
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

@@ -15,11 +15,19 @@ class OnnxTextClassifierModel(PythonModel):
         self.model = OnnxTextClassifier(context.artifacts["model_dir"])
 
     def predict(self, context, model_input, params=None):
+        """Texts (a list, or a one-column frame) in; each text's label and its probability out."""
+        import numpy as np
+
         if isinstance(model_input, pd.DataFrame):
             texts = model_input.iloc[:, 0].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        return self.model.predict(texts)
+        logits = self.model.logits(texts)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        return pd.DataFrame({"label": [self.model.labels[i] for i in best],
+                             "probability": probs[np.arange(len(texts)), best].astype(float)})
 
 
 mlflow.models.set_model(OnnxTextClassifierModel())

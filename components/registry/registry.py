@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,9 +71,55 @@ def check_contract(client: MlflowClient, model_name: str, contract: Contract) ->
             "another one")
 
 
+INPUT_EXAMPLE = ("what a lovely day", "the battery died after an hour")
+
+
+def signature() -> Any:
+    """What the pyfunc takes and returns, for MLflow to show and enforce: one string column of
+    texts in (a list of strings works too: the column is unnamed); each text's label and its
+    probability out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string")]),
+                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]))
+
+
+def model_description(model_name: str, contract: Contract) -> str:
+    """The registered model's description: what it is, and what its aliases mean."""
+    return (f"{contract.describe().capitalize()}, trained and registered by fmpipe. Each version "
+            "is blessed by evaluate (baselines, the champion, slices) and parity-checked before "
+            "the pipeline sets `staging`; `production` is set by people (`fmpipe promote`), or by "
+            "the pipeline's auto-promotion when it is on. `fmpipe history " + model_name + "` lists "
+            "every alias move with who and why.")
+
+
+def version_description(data_source: str, data_md5: str, evaluation: dict[str, Any] | None,
+                        shipped: dict[str, Any] | None, parity_passed: bool) -> str:
+    """The two lines a reviewer reads first: the data and the figures, the verdict and what ships."""
+    first = f"Data: {data_source or 'unknown'} (md5 {data_md5[:12]})."
+    if evaluation:
+        model = evaluation["model"]
+        against = [f"{name} {base['macro_f1']:.4f}" for name, base in evaluation.get("baselines", {}).items()]
+        champion = evaluation.get("champion") or {}
+        if "metrics" in champion:
+            against.append(f"champion v{champion['version']} {champion['metrics']['macro_f1']:.4f}")
+        first += (f" Test macro-F1 {model['macro_f1']:.4f}, accuracy {model['accuracy']:.4f}"
+                  + (f" (vs {', '.join(against)})." if against else "."))
+    second = []
+    if evaluation:
+        blessing = evaluation["blessing"]
+        failed = [c["name"] for c in blessing.get("checks", []) if not c.get("passed")]
+        second.append("Blessed" if blessing["blessed"] else f"Not blessed (failed: {'; '.join(failed)})")
+    second.append("ONNX parity passed" if parity_passed else "ONNX parity FAILED")
+    if shipped:
+        second.append(f"ships the {shipped.get('variant', 'fp32')} graph on {shipped.get('runtime')}")
+    return first + "\n" + "; ".join(second) + "."
+
+
 def register_model(
     onnx_dir: Path, model_name: str, tags: dict[str, str], metrics: dict[str, float],
-    contract: Contract,
+    contract: Contract, description: str = "",
 ) -> str:
     """Log the ONNX model as a self-contained pyfunc in the active run; register a new version.
 
@@ -88,15 +134,22 @@ def register_model(
     client = mlflow.MlflowClient()
     check_contract(client, model_name, contract)
     here = Path(__file__).parent
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(here / "mlflow_model.py"),
-        artifacts={"model_dir": str(onnx_dir)},
-        code_paths=[serving.__file__],
-        pip_requirements=_pip_requirements(onnx_dir),
-        registered_model_name=model_name,
-    )
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..."
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(here / "mlflow_model.py"),
+            artifacts={"model_dir": str(onnx_dir)},
+            code_paths=[serving.__file__],
+            pip_requirements=_pip_requirements(onnx_dir),
+            registered_model_name=model_name,
+            signature=signature(),
+            input_example=list(INPUT_EXAMPLE),
+        )
     version = str(info.registered_model_version)
+    if description:
+        client.update_model_version(model_name, version, description=description)
+    if not client.get_registered_model(model_name).description:
+        client.update_registered_model(model_name, description=model_description(model_name, contract))
     for key, value in {**tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
                        CONTRACT_TAG: contract.to_tag()}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
@@ -191,6 +244,64 @@ def check_same_contract(client: MlflowClient, model_name: str, version: str, tag
                                 f"a {theirs.describe()} ({why}); refusing to set alias '{alias}'")
 
 
+class AliasDriftError(ConcurrentChangeError):
+    """An alias points at a version fmpipe's history does not expect: it was moved outside fmpipe."""
+
+
+@dataclass(frozen=True)
+class AliasDrift:
+    alias: str
+    version: str | None   # where the alias is now (None: removed)
+    expected: str | None  # where fmpipe's history says it is (None: never set through fmpipe)
+
+    def describe(self, model_name: str) -> str:
+        now = f"is on version {self.version}" if self.version else "is not set"
+        expected = f"version {self.expected}" if self.expected else "no version"
+        return (f"'{self.alias}' of {model_name} {now}, but fmpipe's history says {expected}: "
+                "moved outside fmpipe")
+
+
+def alias_drift(registered: Any) -> list[AliasDrift]:
+    """Each alias whose version differs from the one fmpipe's history leads to (an alias moved
+    with the MLflow UI or any other client, or set or removed there)."""
+    entries, now = parse_history(registered.tags), alias_map(registered)
+    found = []
+    for alias in sorted(set(now) | {e.alias for e in entries if e.state == DONE}):
+        expected, _ = rollback_target(entries, alias)
+        if now.get(alias) != expected:
+            found.append(AliasDrift(alias, now.get(alias), expected))
+    return found
+
+
+def check_no_drift(registered: Any, model_name: str, alias: str) -> None:
+    """Refuse to move an alias that was moved outside fmpipe until someone adopts that move: a
+    compare-and-set against a version nobody recorded would hide it. A removed alias may be set."""
+    for drift in alias_drift(registered):
+        if drift.alias == alias and drift.version is not None:
+            raise AliasDriftError(
+                f"{drift.describe(model_name)}; record that move first: fmpipe history --adopt "
+                f"{model_name} --alias {alias} --reason \"...\"")
+
+
+def adopt(model_name: str, alias: str, reason: str, actor: str, *, client: MlflowClient | None = None,
+          limits: MoveLimits = MoveLimits()) -> AliasMove:
+    """Record in fmpipe's history a move of `alias` made outside fmpipe, so the history and the
+    registry agree again (a rollback then returns to the version before that move)."""
+    client = _client(client)
+    registered = settle_stopped(client, model_name, actor, limits.lease_s)
+    drift = next((d for d in alias_drift(registered) if d.alias == alias), None)
+    if drift is None:
+        raise FmpipeError(f"'{alias}' of {model_name} is where fmpipe's history says: nothing to adopt")
+    if drift.version is None:
+        raise FmpipeError(f"'{alias}' of {model_name} was removed outside fmpipe: set it again with "
+                          "`fmpipe promote`, which records the move")
+    entry = move_alias(
+        client, model_name, alias, drift.version, drift.version, action="adopt", actor=actor,
+        reason=f"adopted a move made outside fmpipe (history said {drift.expected or 'unset'}): {reason}",
+        wait_s=limits.wait_s, lease_s=limits.lease_s, last_seen=last_seq(registered.tags))
+    return AliasMove(model_name, alias, drift.version, drift.expected, entry.seq)
+
+
 def promote(
     model_name: str, version: str, alias: str, reason: str, actor: str, *,
     expected: Expected = CURRENT, client: MlflowClient | None = None,
@@ -198,8 +309,9 @@ def promote(
 ) -> AliasMove:
     """Point `alias` at `version` after the gates, with compare-and-set on `expected`; recorded."""
     client, version = _client(client), str(version)
-    registered = get_model(client, model_name)
+    registered = settle_stopped(client, model_name, actor, limits.lease_s)
     check_gates(client, model_name, version, alias, registered)
+    check_no_drift(registered, model_name, alias)
     current = alias_map(registered).get(alias)
     if current == version:
         return AliasMove(model_name, alias, version, current)
@@ -224,10 +336,11 @@ def rollback(
     if current is None and recorded is None:
         raise FmpipeError(f"'{alias}' is not set on {model_name}: nothing to roll back")
     if current != recorded:
-        raise ConcurrentChangeError(
+        raise AliasDriftError(
             f"'{alias}' of {model_name} is on version {current} but its history ends on version "
             f"{recorded} (moved outside fmpipe, or a move in progress); check `fmpipe history "
-            f"{model_name}` and promote explicitly")
+            f"{model_name}`, then adopt that move (fmpipe history --adopt {model_name} --alias "
+            f"{alias} --reason ...) or promote explicitly")
     if target is None:
         raise FmpipeError(f"nothing to roll back to: the history of {model_name} has no version that "
                           f"held '{alias}' before version {current}")
@@ -267,7 +380,8 @@ def promote_across(
             client.set_model_version_tag(target_model, copy, CONTRACT_TAG, contract.to_tag())
             if registered_contract(target_model, client) is None:
                 client.set_registered_model_tag(target_model, CONTRACT_TAG, contract.to_tag())
-    registered = get_model(client, target_model)
+    registered = settle_stopped(client, target_model, actor, limits.lease_s)
+    check_no_drift(registered, target_model, alias)
     current = alias_map(registered).get(alias)
     if current == copy:
         return AliasMove(target_model, alias, copy, current)
@@ -303,6 +417,9 @@ class AliasStatus:
     metrics: dict[str, str]
     since: str  # when the alias got there, from the history ("" if it was set outside fmpipe)
     by: str
+    expected: str | None = None  # the version fmpipe's history leads to, where that differs
+    drifted: bool = False        # moved outside fmpipe
+    gated: bool = True           # the version carries the blessing and parity tags
 
 
 @dataclass(frozen=True)
@@ -311,6 +428,17 @@ class ModelStatus:
     latest_version: str | None
     aliases: list[AliasStatus]
     moves: int  # done entries in the history
+    removed: list[AliasDrift] = field(default_factory=list)  # aliases removed outside fmpipe
+
+    @property
+    def problems(self) -> list[str]:
+        """What `fmpipe status --check` fails on: drifted aliases, aliases on ungated versions."""
+        out = [AliasDrift(a.alias, a.version, a.expected).describe(self.name)
+               for a in self.aliases if a.drifted]
+        out += [d.describe(self.name) for d in self.removed]
+        out += [f"'{a.alias}' of {self.name} is on version {a.version}, which lacks {BLESSED_TAG}=true "
+                f"or {PARITY_TAG}=true" for a in self.aliases if not a.gated]
+        return out
 
 
 def model_exists(client: MlflowClient, name: str) -> bool:
@@ -336,6 +464,7 @@ def registry_status(
     for name in [model_name] if model_name else model_names(client):
         model = settle_stopped(client, name, settled_by, lease_s)
         entries = parse_history(model.tags)
+        drift = {d.alias: d for d in alias_drift(model)}
         held = []
         for alias, version in sorted(alias_map(model).items()):
             tags = client.get_model_version(name, version).tags
@@ -343,9 +472,12 @@ def registry_status(
                        if k.startswith("metric.")}
             last = next((e for e in reversed(entries)
                          if e.alias == alias and e.state == DONE and e.version == version), None)
-            held.append(AliasStatus(alias, version, metrics, last.at if last else "",
-                                    last.actor if last else ""))
+            held.append(AliasStatus(
+                alias, version, metrics, last.at if last else "", last.actor if last else "",
+                expected=drift[alias].expected if alias in drift else None, drifted=alias in drift,
+                gated=tags.get(BLESSED_TAG) == "true" and tags.get(PARITY_TAG) == "true"))
         latest = max((int(v.version) for v in model.latest_versions or []), default=None)
         out.append(ModelStatus(name, None if latest is None else str(latest), held,
-                               sum(e.state == DONE for e in entries)))
+                               sum(e.state == DONE for e in entries),
+                               [d for d in drift.values() if d.version is None]))
     return out

@@ -23,6 +23,7 @@ from components.registry.registry import (
     params_digest,
     promote,
     register_model,
+    version_description,
 )
 
 
@@ -34,17 +35,24 @@ def bound_registry_calls(cfg: RegistryConfig, tracking_uri: str) -> None:
     check_reachable(tracking_uri, cfg.server_timeout_s)
 
 
-def artifact_contract(onnx_dir: Path) -> Contract:
-    """What the exported artifact promises its callers: its task, its labels, its input."""
+def serving_config(onnx_dir: Path) -> dict:
+    """The exported artifact's serving.json: labels, max_length, the variant and runtime it ships."""
     from components.export_onnx.serving import SERVING_FILE
 
-    return text_classification(json.loads((onnx_dir / SERVING_FILE).read_text())["labels"])
+    return json.loads((onnx_dir / SERVING_FILE).read_text())
+
+
+def artifact_contract(onnx_dir: Path) -> Contract:
+    """What the exported artifact promises its callers: its task, its labels, its input."""
+    return text_classification(serving_config(onnx_dir)["labels"])
 
 
 def run_register(
     onnx_dir: Path, params: Params, ctx: RunContext, data_md5: str, blessed: bool,
-    parity_passed: bool, metrics: dict[str, float],
+    parity_passed: bool, metrics: dict[str, float], evaluation: dict | None = None,
 ) -> str:
+    """Register the exported model as a new version, with its lineage tags, headline metrics,
+    contract, signature and a two-line description built from evaluate's record."""
     bound_registry_calls(params.registry, ctx.tracking_uri)
     with step_run(ctx, "register") as track:
         tags = {
@@ -57,7 +65,9 @@ def run_register(
             PARITY_TAG: str(parity_passed).lower(),
         }
         model = params.registered_model
-        version = register_model(onnx_dir, model, tags, metrics, artifact_contract(onnx_dir))
+        description = version_description(ctx.data_source, data_md5, evaluation, serving_config(onnx_dir),
+                                          parity_passed)
+        version = register_model(onnx_dir, model, tags, metrics, artifact_contract(onnx_dir), description)
         track.tags({"fmpipe.model_version": version}, parent=True)
         note(f"register: {model} version {version}")
     return version

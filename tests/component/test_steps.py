@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -40,7 +41,7 @@ def chain(tmp_path_factory, tiny_csv, tiny_params):
     out["parity"] = out["export"].parity
     out["version"] = registry_step.run_register(
         d["onnx"], tiny_params, ctx, out["ingest"]["data_md5"], True, out["parity"].passed,
-        {"test_macro_f1": out["evaluation"].model["macro_f1"]})
+        {"test_macro_f1": out["evaluation"].model["macro_f1"]}, asdict(out["evaluation"]))
     out["move"] = registry_step.run_promote(out["version"], tiny_params, ctx)
     return out
 
@@ -186,7 +187,31 @@ def test_registered_version_is_servable_from_the_registry_alone(chain):
     assert tags["fmpipe.pipeline_run_id"] == "component-test"
     model = mlflow.pyfunc.load_model(f"models:/{name}@staging")
     predictions = model.predict(["what a great day", "this is awful"])
-    assert len(predictions) == 2 and set(predictions) <= {"negative", "neutral", "positive"}
+    assert list(predictions.columns) == ["label", "probability"] and len(predictions) == 2
+    assert set(predictions["label"]) <= {"negative", "neutral", "positive"}
+    assert predictions["probability"].between(1 / 3, 1).all()  # the top of three classes
+
+
+def test_a_registered_version_shows_its_signature_example_and_description(chain):
+    import pandas as pd
+
+    ctx, params = chain["ctx"], chain["params"]
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    name, client = params.registered_model, mlflow.MlflowClient()
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{chain['version']}")
+    assert model.metadata.get_input_schema().input_types() == [mlflow.types.DataType.string]
+    assert model.metadata.get_output_schema().input_names() == ["label", "probability"]
+    assert model.metadata.saved_input_example_info is not None
+    with pytest.raises(mlflow.exceptions.MlflowException):  # MLflow enforces the signature
+        model.predict(pd.DataFrame({"text": [1.5]}))
+    description = client.get_model_version(name, chain["version"]).description
+    evaluation = chain["evaluation"]
+    first, second = description.splitlines()
+    assert f"Test macro-F1 {evaluation.model['macro_f1']:.4f}" in first and "tfidf_logreg" in first
+    assert second.startswith("Blessed" if evaluation.blessing.blessed else "Not blessed")
+    assert "ONNX parity passed" in second and "ships the" in second
+    assert "text-classification with labels [negative, neutral, positive]" in \
+        client.get_registered_model(name).description
 
 
 def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
