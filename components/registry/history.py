@@ -311,6 +311,9 @@ def _acquire(client: MlflowClient, model: str, intent: Entry, last_seen: int, wa
         return seq, claim, alias_map(held).get(intent.alias)
 
 
+SAME_AS_EXPECTED: Any = object()  # move_alias(previous=...): record `expected` as the previous version
+
+
 def _no_checkpoint(point: str) -> None:
     pass
 
@@ -319,18 +322,21 @@ def move_alias(
     client: MlflowClient, model: str, alias: str, version: str, expected: str | None, *,
     action: str, actor: str, reason: str, source: str = "", wait_s: float = 30.0,
     lease_s: float = 120.0, checkpoint: Checkpoint | None = None, last_seen: int | None = None,
+    previous: str | None = SAME_AS_EXPECTED,
 ) -> Entry:
     """Point `alias` at `version` if it still points at `expected`; record the move in history.
 
     Raises ConcurrentChangeError when the alias points elsewhere, PromotionBusyError when another
     move of this model does not finish within `wait_s`. `checkpoint` is called at each point named
     in CHECKPOINTS (tests kill the process there). `last_seen`: the last history slot the caller
-    read (saves a call; any stale value only costs a retry).
+    read (saves a call; any stale value only costs a retry). `previous`: the version the entry says
+    the alias held before, when that is not `expected` (adopting a move made outside fmpipe).
     """
     checkpoint = checkpoint or _no_checkpoint
     if last_seen is None:
         last_seen = last_seq(_history_tags(client, model))
-    intent = Entry(seq=0, alias=alias, version=str(version), previous=expected, action=action,
+    previous = expected if previous is SAME_AS_EXPECTED else previous
+    intent = Entry(seq=0, alias=alias, version=str(version), previous=previous, action=action,
                    actor=actor, reason=reason[:MAX_REASON_CHARS], at="", state="claimed", source=source)
     seq, claim, current = _acquire(client, model, intent, last_seen, wait_s, lease_s)
     name, started = claim_name(model, seq), claim.started

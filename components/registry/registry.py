@@ -296,7 +296,8 @@ def adopt(model_name: str, alias: str, reason: str, actor: str, *, client: Mlflo
         raise FmpipeError(f"'{alias}' of {model_name} was removed outside fmpipe: set it again with "
                           "`fmpipe promote`, which records the move")
     entry = move_alias(
-        client, model_name, alias, drift.version, drift.version, action="adopt", actor=actor,
+        client, model_name, alias, drift.version, drift.version, previous=drift.expected, action="adopt",
+        actor=actor,
         reason=f"adopted a move made outside fmpipe (history said {drift.expected or 'unset'}): {reason}",
         wait_s=limits.wait_s, lease_s=limits.lease_s, last_seen=last_seq(registered.tags))
     return AliasMove(model_name, alias, drift.version, drift.expected, entry.seq)
