@@ -87,7 +87,7 @@ def signature() -> Any:
 
 def model_description(model_name: str, contract: Contract) -> str:
     """The registered model's description: what it is, and what its aliases mean."""
-    return (f"{contract.describe().capitalize()}, trained and registered by fmpipe. Each version "
+    return (f"A {contract.describe()} model, trained and registered by fmpipe. Each version "
             "is blessed by evaluate (baselines, the champion, slices) and parity-checked before "
             "the pipeline sets `staging`; `production` is set by people (`fmpipe promote`), or by "
             "the pipeline's auto-promotion when it is on. `fmpipe history " + model_name + "` lists "
