@@ -113,7 +113,8 @@ def version_description(data_source: str, data_md5: str, evaluation: dict[str, A
         second.append("Blessed" if blessing["blessed"] else f"Not blessed (failed: {'; '.join(failed)})")
     second.append("ONNX parity passed" if parity_passed else "ONNX parity FAILED")
     if shipped:
-        second.append(f"ships the {shipped.get('variant', 'fp32')} graph on {shipped.get('runtime')}")
+        variant, runtime = shipped.get("variant", "fp32"), shipped.get("runtime", "onnxruntime")
+        second.append(f"ships the {variant} variant" + (f" on {runtime}" if runtime != variant else ""))
     return first + "\n" + "; ".join(second) + "."
 
 
