@@ -61,3 +61,11 @@ def test_the_compiled_pipeline_takes_credentials_from_the_secret(tmp_path):
     assert "MLFLOW_TRACKING_PASSWORD" in text
     plain = compile_pipeline(tmp_path / "q.yaml", load_params(REPO / "params.yaml")).read_text()
     assert "secretName" not in plain
+
+
+def test_a_compiled_pipeline_never_holds_the_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(out), "--params", str(REPO / "params.yaml"),
+                 "-S", "registry.tracking_uri=https://alice:s3cret@mlflow.example.org"]) == 0
+    assert "s3cret" not in out.read_text() and "s3cret" not in "".join(capsys.readouterr())
