@@ -120,7 +120,7 @@ def run_trainer(data: dict, work: Path) -> dict:
         trainer.train()
     seconds = time.perf_counter() - started
     logits = trainer.predict(test).predictions
-    f1, acc = macro_f1_and_accuracy(np.array(test.y), logits.argmax(axis=1))
+    f1, acc = macro_f1_and_accuracy(np.array(test.y), logits.argmax(axis=1), logits.shape[1])
     return {"samples_per_s": len(train) * EPOCHS / seconds, "train_seconds": seconds, "test_macro_f1": f1,
             "test_accuracy": acc, "other_load": load.share}
 
@@ -144,7 +144,8 @@ def run_ours(data: dict, work: Path, overrides: list[str]) -> dict:
     tokenizer, model, saved_labels = task.load_finetuned(work / "ours")
     logits = task.predict_logits(model, tokenizer, test["text"].tolist(), SEQ, bf16=cfg.bf16)
     index = {name: i for i, name in enumerate(saved_labels)}
-    f1, acc = macro_f1_and_accuracy(np.array([index[v] for v in test["label"]]), logits.argmax(axis=1))
+    f1, acc = macro_f1_and_accuracy(np.array([index[v] for v in test["label"]]), logits.argmax(axis=1),
+                                    len(saved_labels))
     return {"samples_per_s": result.samples_per_second, "train_seconds": result.train_seconds,
             "test_macro_f1": f1, "test_accuracy": acc, "other_load": load.share,
             "settings": {k: v for k, v in cfg.model_dump().items() if k != "resources"}}

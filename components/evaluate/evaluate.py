@@ -12,6 +12,7 @@ import numpy as np
 
 from components.core.config import EvaluateConfig
 from components.core.contract import ContractError, text_classification
+from components.core.metrics import accuracy, macro_f1, weighted_f1
 from components.core.task import TextClassificationTask
 
 CHAMPION_CHECK = "macro_f1 vs champion"  # the blessing check that compares with the champion
@@ -28,13 +29,12 @@ def champion_floor(evaluation: dict[str, Any]) -> float | None:
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, per-class report and confusion matrix (rows = truth)."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import classification_report, confusion_matrix
 
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, labels),
+        "weighted_f1": weighted_f1(y_true, y_pred, labels),
         "per_class": classification_report(
             y_true, y_pred, labels=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

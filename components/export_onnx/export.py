@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.core import metrics
 from components.core.config import ExportConfig
 from components.core.task import TextClassificationTask
 from components.export_onnx.serving import (
@@ -120,10 +121,8 @@ def parity(reference: np.ndarray, exported: np.ndarray, cfg: ExportConfig) -> Pa
 
 
 def macro_f1(logits: np.ndarray, labels: list[str], truth: list[str]) -> float:
-    from sklearn.metrics import f1_score
-
-    predicted = [labels[i] for i in logits.argmax(axis=1)]
-    return float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))
+    """The macro-F1 of these logits' predictions: evaluate's definition (core/metrics.py)."""
+    return metrics.macro_f1(truth, [labels[i] for i in logits.argmax(axis=1)], labels)
 
 
 @dataclass

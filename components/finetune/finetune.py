@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.core.errors import FmpipeError
+from components.core.metrics import accuracy, macro_f1
 from components.core.task import TextClassificationTask, data_max_length, save_labels
 from components.finetune import distributed
 from components.finetune.checkpoint import CheckpointStore
@@ -70,10 +71,9 @@ def length_grouped_batches(
     return batches
 
 
-def macro_f1_and_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro")), float(accuracy_score(y_true, y_pred))
+def macro_f1_and_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> tuple[float, float]:
+    """On label indices 0..n_labels-1: the same macro-F1 evaluate blesses with (core/metrics.py)."""
+    return macro_f1(y_true, y_pred, range(n_labels)), accuracy(y_true, y_pred)
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -168,7 +168,7 @@ def finetune(
 
     def evaluate(net: Any) -> dict[str, float]:
         logits = task.predict_logits(net, tokenizer, val_texts, cfg.max_length, bf16=cfg.bf16)
-        f1, acc = macro_f1_and_accuracy(val_true, logits.argmax(axis=1))
+        f1, acc = macro_f1_and_accuracy(val_true, logits.argmax(axis=1), len(labels))
         return {SCORE: f1, "val_accuracy": acc}
 
     store = None

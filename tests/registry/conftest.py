@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from components.core.credentials import HTTP_PASSWORD, HTTP_USER, PG_PASSWORD
 from components.registry.connection import http_limits_env
 
 PG_ENV = "FMPIPE_TEST_POSTGRES_URI"
@@ -38,8 +39,9 @@ class Store:
 
 @pytest.fixture(autouse=True)
 def _restore_mlflow_http_env() -> Iterator[None]:
-    """The CLI and the steps set MLflow's HTTP limits with setdefault; don't leak them across tests."""
-    saved = {k: os.environ.get(k) for k in http_limits_env(1, 1)}
+    """The CLI and the steps set MLflow's HTTP limits with setdefault, and move a URI's credentials
+    into the environment; don't leak either across tests."""
+    saved = {k: os.environ.get(k) for k in [*http_limits_env(1, 1), HTTP_USER, HTTP_PASSWORD, PG_PASSWORD]}
     yield
     for key, value in saved.items():
         if value is None:

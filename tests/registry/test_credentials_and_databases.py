@@ -7,7 +7,6 @@ import os
 import socket
 
 import mlflow
-import pytest
 from sqlalchemy.engine import make_url
 
 from pipelines.cli import main
@@ -17,20 +16,8 @@ from tests.registry.conftest import free_port
 PASSWORD = "s3cret-do-not-leak"
 
 
-@pytest.fixture
-def restore_env():
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                                            "PGPASSWORD")}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def test_a_step_on_a_server_uri_with_a_password_records_and_prints_none_of_it(
-        server_uri, tmp_path_factory, tiny_csv, capsys, restore_env):
+        server_uri, tmp_path_factory, tiny_csv, capsys):
     project = make_project(tmp_path_factory.mktemp("creds") / "proj", [])
     with_password = server_uri.replace("http://", f"http://alice:{PASSWORD}@")
     args = ["--params", str(project / "params.yaml"), "-S", f"registry.tracking_uri={with_password}",
@@ -50,7 +37,7 @@ def test_a_step_on_a_server_uri_with_a_password_records_and_prints_none_of_it(
         assert with_password not in recorded
 
 
-def test_a_bare_postgresql_uri_with_a_password_works(postgres_db, capsys, restore_env):
+def test_a_bare_postgresql_uri_with_a_password_works(postgres_db, capsys):
     url = make_url(postgres_db)
     bare = url.set(drivername="postgresql").render_as_string(hide_password=False)
     assert bare.startswith("postgresql://") and url.password

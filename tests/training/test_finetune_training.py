@@ -62,7 +62,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(splits, tmp_path):
     assert result.val_macro_f1 == best["val_macro_f1"]
     # The saved model is the best one, not the last: it scores the best evaluation's F1.
     y = np.array([LABELS.index(v) for v in splits["val"]["label"]])
-    saved_f1, _ = macro_f1_and_accuracy(y, val_predictions(tmp_path / "m", splits, True))
+    saved_f1, _ = macro_f1_and_accuracy(y, val_predictions(tmp_path / "m", splits, True), len(LABELS))
     assert saved_f1 == best["val_macro_f1"]
 
 
@@ -101,7 +101,8 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(splits, tmp_path):
     assert not any("lora" in key or "base_model" in key for key in saved)  # no peft needed to load it
     # The merged model predicts what the adapted model scored during training.
     y = np.array([LABELS.index(v) for v in splits["val"]["label"]])
-    merged_f1, _ = macro_f1_and_accuracy(y, val_predictions(tmp_path / "lora", splits, False))
+    merged_f1, _ = macro_f1_and_accuracy(y, val_predictions(tmp_path / "lora", splits, False),
+                                        len(LABELS))
     assert merged_f1 == pytest.approx(lora.val_macro_f1, abs=1e-9)
     # Frozen weights are the initial ones; adapted ones (query, value) moved by the merged update.
     seed_everything(13)
