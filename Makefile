@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-fast lint bench compile golden clean help
+.PHONY: setup run test test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ compile: setup  ## write the KFP IR YAML
 
 golden: setup  ## refresh the golden compiled pipeline after an intended DAG change
 	$(VENV)/bin/fmpipe compile -o tests/golden/training_pipeline.yaml
+
+dvc: setup  ## regenerate dvc.yaml from the step table (pipelines/steps.py)
+	$(PY) -m pipelines.steps > dvc.yaml
 
 clean:  ## remove run outputs (keeps .venv, the MLflow store and DVC data)
 	rm -rf .fmpipe artifacts local_outputs

@@ -306,24 +306,13 @@ def cmd_data_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-# What each step reads under artifacts/, and the step that writes it.
-STEP_INPUTS = {
-    "validate_data": {"data": "ingest"},
-    "pretrain": {"data": "ingest"},
-    "finetune": {"data": "ingest"},
-    "evaluate": {"data": "ingest", "model": "finetune"},
-    "export_onnx": {"data": "ingest", "model": "finetune", "evaluation/blessing.json": "evaluate"},
-    "register": {"onnx": "export_onnx", "parity.json": "export_onnx",
-                 "evaluation/evaluation.json": "evaluate"},
-    "promote": {"registered.json": "register"},
-}
-
-
 def _check_step_inputs(name: str, art: Path) -> None:
-    for rel, maker in STEP_INPUTS.get(name, {}).items():
+    from pipelines.steps import BY_NAME, WRITTEN_BY
+
+    for rel in BY_NAME[name].reads:
         if not (art / rel).exists():
-            raise FmpipeError(f"step {name} needs {ARTIFACTS / rel}, which `fmpipe step {maker}` writes "
-                              "(or run the stages in order: `dvc repro`)")
+            raise FmpipeError(f"step {name} needs {ARTIFACTS / rel}, which `fmpipe step {WRITTEN_BY[rel]}` "
+                              "writes (or run the stages in order: `dvc repro`)")
 
 
 def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001

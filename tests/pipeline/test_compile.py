@@ -96,3 +96,46 @@ def test_no_step_is_ever_served_from_kfp_cache(tmp_path: Path):
              if "dag" not in spec["components"][task["componentRef"]["name"]]}
     assert sorted(t.replace("-", "_") for t in tasks) == sorted([*STEPS, "finish_run"])
     assert not [name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")]
+
+
+def test_dvc_yaml_is_the_one_the_step_table_gives():
+    from pipelines.steps import dvc_yaml
+
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "dvc.yaml is stale: run `make dvc`"
+
+
+def test_the_kfp_dag_orders_the_steps_as_the_step_table_does(tmp_path: Path):
+    """Each step comes after the same steps in the DAG and in the table (what it reads, transitively)."""
+    from pipelines.steps import BY_NAME, WRITTEN_BY
+
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    direct: dict[str, set[str]] = {}
+
+    def walk(dag: dict, inherited: set[str]) -> None:
+        # A task inside a condition's sub-DAG gets what the condition task got from outside.
+        for name, task in dag.get("tasks", {}).items():
+            producers = set(task.get("dependentTasks", [])) | inherited
+            for kind in ("artifacts", "parameters"):
+                for value in task.get("inputs", {}).get(kind, {}).values():
+                    for key in ("taskOutputArtifact", "taskOutputParameter"):
+                        producers.add(value.get(key, {}).get("producerTask", ""))
+            producers = {p.replace("-", "_") for p in producers if p}
+            direct[name.replace("-", "_")] = producers
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], producers)
+
+    walk(spec["root"]["dag"], set())
+
+    def before(step: str, edges: dict[str, set[str]]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(edges.get(step, ()))
+        while todo:
+            if (name := todo.pop()) not in seen:
+                seen.add(name)
+                todo.extend(edges.get(name, ()))
+        return seen & set(STEPS)
+
+    table = {name: {WRITTEN_BY[path] for path in step.reads} for name, step in BY_NAME.items()}
+    for step in STEPS:
+        assert before(step, direct) == before(step, table), step
