@@ -222,7 +222,7 @@ def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int |
 
 
 def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -> int:  # noqa: ANN001
-    from components.ingest.ingest import file_md5
+    from components.core.dataset import file_md5
     from pipelines.local import prune_old_runs, run_locally
     from pipelines.rerun import code_digest, inputs_digest
     from pipelines.summary import exit_status, format_summary
@@ -348,7 +348,7 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         result = step.run(art / "data", art / "model", art / "onnx", params, ctx, art / "evaluation")
         (art / "parity.json").write_text(json.dumps({"passed": result.parity.passed}))
     elif name == "register":
-        from components.ingest.ingest import file_md5
+        from components.core.dataset import file_md5
         from components.ingest.versioning import resolve_source
         from components.registry import step
 
@@ -369,8 +369,8 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
 
 def _source_md5(source: str) -> str:
     """The data file's md5, or "" when it can't be read: ingest then says what is wrong with it."""
+    from components.core.dataset import file_md5
     from components.core.errors import DataError
-    from components.ingest.ingest import file_md5
     from components.ingest.versioning import resolve_source
 
     try:

@@ -9,11 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.dataset import LABEL, TEXT, read_splits
 from components.core.task import trained_max_length
 from components.core.tracking import RunContext, note, step_run
 from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx.export import ExportResult, export_and_check
-from components.ingest.ingest import LABEL, TEXT, read_splits
 
 
 def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext,

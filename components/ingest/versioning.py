@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from components.core.dataset import file_md5
 from components.core.errors import DataError, FmpipeError
-from components.ingest.ingest import BUILTIN_CORPORA, READABLE, builtin_corpus_path, file_md5
+from components.ingest.ingest import BUILTIN_CORPORA, READABLE, builtin_corpus_path
 
 
 @dataclass

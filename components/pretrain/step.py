@@ -7,11 +7,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
+from components.core.dataset import TEXT, read_splits
 from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
 from components.finetune import distributed, spread
 from components.finetune.step import checkpoint_root
-from components.ingest.ingest import TEXT, read_splits
 from components.pretrain.pretrain import LogFn, PretrainResult, pretrain
 
 SKIPPED_FILE = "pretrain_skipped.json"

@@ -8,39 +8,13 @@ run's profile is the reference. Three figures, each with a threshold and a sever
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from components.core.config import DriftConfig
-from components.ingest.ingest import LABEL, TEXT
-
-PROFILE_FILE = "data_profile.json"
-_WORD = re.compile(r"\w+")
-MAX_LENGTH_SAMPLE = 5000
-MAX_VOCABULARY = 50_000
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def profile(train: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """What drift is measured against: label counts, text lengths (a sample), vocabulary."""
-    lengths = train[TEXT].str.len().to_numpy()
-    if len(lengths) > MAX_LENGTH_SAMPLE:
-        lengths = np.random.default_rng(seed).choice(lengths, MAX_LENGTH_SAMPLE, replace=False)
-    vocab = Counter(w for text in train[TEXT] for w in words(text))
-    return {
-        "rows": len(train),
-        "label_counts": {str(k): int(v) for k, v in train[LABEL].value_counts().items()},
-        "text_lengths": sorted(int(x) for x in lengths),
-        "vocabulary": [w for w, _ in vocab.most_common(MAX_VOCABULARY)],
-    }
+from components.core.dataset import PROFILE_FILE, words
 
 
 def population_stability_index(expected: dict[str, int], actual: dict[str, int]) -> float:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.contract import registered_contract, text_classification
+from components.core.dataset import LABEL, PROFILE_FILE, TEXT, label_set, read_splits
 from components.core.tracking import RunContext, note, step_run
-from components.ingest.ingest import LABEL, TEXT, label_set, read_splits
-from components.validate_data.drift import PROFILE_FILE, compare, production_profile
+from components.validate_data.drift import compare, production_profile
 from components.validate_data.validate import (
     Check,
     ValidationReport,

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from components.core.config import ValidateConfig
+from components.core.dataset import LABEL, SPLITS, TEXT
 from components.core.errors import DataError
-from components.ingest.ingest import LABEL, SPLITS, TEXT
 
 ALL = "all_splits"            # every split together, for the row-count rule
 UNIQUE_PER_SPLIT = "leakage"  # one row per (split, distinct text), for the leakage rule

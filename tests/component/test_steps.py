@@ -248,7 +248,7 @@ def test_promote_refuses_a_version_that_was_not_blessed(chain):
 
 def test_drift_is_measured_against_the_production_models_data(chain, tiny_csv):
     """Once a version holds `production`, validation compares new data with its training data."""
-    from components.ingest.ingest import read_splits
+    from components.core.dataset import read_splits
     from components.validate_data.step import drift_checks
 
     ctx, params = chain["ctx"], chain["params"]

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
+from components.core.dataset import file_md5
 from components.core.errors import DataError, FmpipeError
-from components.ingest.ingest import file_md5
 from components.ingest.versioning import (
     checkout_revision,
     dvc_file_commit,

@@ -24,7 +24,8 @@ LABELS = ["negative", "neutral", "positive"]
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/val/test.parquet from every 20th line of the real corpus (~1.5k training rows)."""
     from components.core.config import load_params
-    from components.ingest.ingest import clean, read_table, split, write_splits
+    from components.core.dataset import write_splits
+    from components.ingest.ingest import clean, read_table, split
 
     root = tmp_path_factory.mktemp("training_data")
     source = root / "tweets.csv"
@@ -38,7 +39,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def splits(data_dir: Path) -> dict:
-    from components.ingest.ingest import read_splits
+    from components.core.dataset import read_splits
 
     return read_splits(data_dir)
 

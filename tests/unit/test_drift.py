@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from components.core.config import DriftConfig
-from components.validate_data.drift import compare, oov_rate, population_stability_index, profile
+from components.core.dataset import profile
+from components.validate_data.drift import compare, oov_rate, population_stability_index
 
 
 def frame(texts, labels):

@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 
 from components.core.config import CleanConfig, DataConfig, IngestConfig
+from components.core.dataset import LABEL, TEXT
 from components.core.errors import DataError
-from components.ingest.ingest import LABEL, TEXT, clean, normalized_key, read_table, split
+from components.ingest.ingest import clean, normalized_key, read_table, split
 
 DATA = DataConfig(text_column="text", label_column="sentiment")
 
