@@ -42,7 +42,7 @@ def main() -> None:
         time_variants,
         write_serving_files,
     )
-    from components.export_onnx.serving import OnnxTextClassifier
+    from components.serving.serving import OnnxTextClassifier
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from components.core.device import attention_implementation, bf16_supported, pick_device, synchronize  # noqa: E402
-from components.finetune.loop import LoopSettings, seed_everything, train_loop  # noqa: E402
+from components.training.loop import LoopSettings, seed_everything, train_loop  # noqa: E402
 
 MINILM_SHAPE = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                 "intermediate_size": 1536}

@@ -219,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import mlflow
     import numpy as np
 
-    from components.export_onnx.serving import SERVING_FILE, OnnxTextClassifier
+    from components.serving.serving import SERVING_FILE, OnnxTextClassifier
 
     _, client = _connect(args)
     texts = list(args.texts)

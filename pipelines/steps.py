@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 ARTIFACTS = "artifacts"
 CORE = "components/core"  # shared by every step: a change there re-runs them all
+TRAINING = "components/training"  # the loop, checkpoints and launch pretrain and finetune share
+SERVING = "components/serving"    # the runtime-only classifier export, evaluate and register share
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class Step:
     reads: tuple[str, ...]    # what it needs under artifacts/, written by earlier steps
     writes: tuple[str, ...]   # what it leaves under artifacts/
     params: tuple[str, ...]   # the params.yaml sections it reads (directly or through a helper)
-    code: tuple[str, ...]     # the folders of code it runs (its own, and the steps it still imports)
+    code: tuple[str, ...]     # the folders of code it runs besides components/core
     data: bool = False        # reads data/ too (the source file, or the data set's schema)
 
 
@@ -28,26 +30,25 @@ ALL_SECTIONS = ("data", "ingest", "validate_data", "pretrain", "finetune", "eval
                 "registry")
 
 TABLE = (
-    Step("ingest", (), ("data",), ("data", "ingest"), ("components/ingest", "components/validate_data"),
-         data=True),
+    Step("ingest", (), ("data",), ("data", "ingest"), ("components/ingest",), data=True),
     # The registered model's name comes from data.name: its contract and its production data.
     Step("validate_data", ("data",), ("validation",), ("data", "validate_data", "registry"),
-         ("components/validate_data", "components/ingest"), data=True),
+         ("components/validate_data",), data=True),
     Step("pretrain", ("data", "validation"), ("pretrained",), ("pretrain",),
-         ("components/pretrain", "components/finetune", "components/ingest")),
+         ("components/pretrain", TRAINING)),
     # The label set comes from validate_data.labels (or the schema, through data/).
     Step("finetune", ("data", "validation", "pretrained"), ("model",),
          ("finetune", "validate_data", "pretrain"),
-         ("components/finetune", "components/pretrain", "components/ingest"), data=True),
+         ("components/finetune", TRAINING), data=True),
     Step("evaluate", ("data", "model"), ("evaluation",), ("evaluate", "finetune", "data", "registry"),
-         ("components/evaluate", "components/export_onnx", "components/ingest")),
+         ("components/evaluate", SERVING)),
     Step("export_onnx", ("data", "evaluation", "model"), ("onnx", "parity.json"),
-         ("export_onnx", "finetune"), ("components/export_onnx", "components/evaluate", "components/ingest")),
+         ("export_onnx", "finetune"), ("components/export_onnx", SERVING)),
     # A version is tagged with the digest of every setting: any change is a new registration.
     Step("register", ("onnx", "parity.json", "evaluation"), ("registered.json",), ALL_SECTIONS,
-         ("components/registry", "components/export_onnx"), data=True),
+         ("components/registry", SERVING), data=True),
     Step("promote", ("registered.json",), ("promoted.json",), ("data", "registry"),
-         ("components/registry", "components/export_onnx")),
+         ("components/registry", SERVING)),
 )
 
 STEPS = tuple(step.name for step in TABLE)

@@ -14,7 +14,7 @@ def champion_logits(model_name: str, alias: str, texts: list[str], work_dir: Pat
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from components.export_onnx.serving import SERVING_FILE, OnnxTextClassifier
+    from components.serving.serving import SERVING_FILE, OnnxTextClassifier
 
     client = mlflow.MlflowClient()
     try:

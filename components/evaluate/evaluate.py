@@ -12,19 +12,9 @@ import numpy as np
 
 from components.core.config import EvaluateConfig
 from components.core.contract import ContractError, text_classification
+from components.core.evaluation import CHAMPION_CHECK
 from components.core.metrics import accuracy, macro_f1, weighted_f1
 from components.core.task import TextClassificationTask
-
-CHAMPION_CHECK = "macro_f1 vs champion"  # the blessing check that compares with the champion
-EVALUATION_FILE = "evaluation.json"  # evaluate's output: metrics, baselines, blessing, champion
-
-
-def champion_floor(evaluation: dict[str, Any]) -> float | None:
-    """The macro-F1 the champion rule asked of the model (evaluation.json's check), if it ran."""
-    for check in evaluation.get("blessing", {}).get("checks", []):
-        if check["name"].startswith(CHAMPION_CHECK):
-            return float(check["threshold"])
-    return None
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.dataset import LABEL, TEXT, read_splits
+from components.core.evaluation import EVALUATION_FILE
 from components.core.task import trained_max_length
 from components.core.tracking import CHAMPION_VERSION_TAG, RunContext, note, step_run
 from components.evaluate.champion import champion_logits
-from components.evaluate.evaluate import EVALUATION_FILE, Evaluation, evaluate
+from components.evaluate.evaluate import Evaluation, evaluate
 from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
 
 BLESSING_FILE = "blessing.json"

@@ -27,7 +27,7 @@ import numpy as np
 from components.core import metrics
 from components.core.config import ExportConfig
 from components.core.task import TextClassificationTask
-from components.export_onnx.serving import (
+from components.serving.serving import (
     MODEL_FILE,
     ONNXRUNTIME_CPU,
     OPENVINO_BF16,
@@ -290,7 +290,9 @@ print(json.dumps({"shape": list(logits.shape), "labels": model.predict(texts),
 def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
     """Load the artifact in a fresh process with its runtime alone (no torch), the one
     serving.json names, and with onnxruntime (the fallback); run canary texts on both."""
-    serving_dir = str(Path(__file__).parent)
+    import components.serving.serving as serving
+
+    serving_dir = str(Path(serving.__file__).parent)  # the module alone, as the registry ships it
     proc = subprocess.run(
         [sys.executable, "-c", _SMOKE, serving_dir, str(onnx_dir), json.dumps(canaries)],
         capture_output=True, text=True, timeout=300,

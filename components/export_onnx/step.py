@@ -10,9 +10,9 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.dataset import LABEL, TEXT, read_splits
+from components.core.evaluation import EVALUATION_FILE, champion_floor
 from components.core.task import trained_max_length
 from components.core.tracking import RunContext, note, step_run
-from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx.export import ExportResult, export_and_check
 
 

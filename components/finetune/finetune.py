@@ -21,9 +21,10 @@ import numpy as np
 from components.core.errors import FmpipeError
 from components.core.metrics import accuracy, macro_f1
 from components.core.task import TextClassificationTask, data_max_length, save_labels
-from components.finetune import distributed
-from components.finetune.checkpoint import CheckpointStore
-from components.finetune.loop import LoopSettings, seed_everything, train_loop
+from components.training import distributed
+from components.training.batches import length_grouped_batches
+from components.training.checkpoint import CheckpointStore
+from components.training.loop import LoopSettings, seed_everything, train_loop
 
 if TYPE_CHECKING:  # the config model needs pydantic; this module runs without it (GPU check)
     from components.core.config import FinetuneConfig
@@ -54,21 +55,6 @@ class FinetuneResult:
     eval_seconds: float = 0.0
     truncated_fraction: float = 0.0  # training texts longer than max_length tokens (cut by the tokenizer)
     max_length: int = 0              # the sequence length it trained at (finetune.max_length, or the data's)
-
-
-def length_grouped_batches(
-    lengths: list[int], batch_size: int, rng: np.random.Generator, group: bool
-) -> list[np.ndarray]:
-    """Batches of row indices. Grouped: rows of similar length share a batch (little padding),
-    and the batch order is shuffled so training never sees lengths in order."""
-    order = rng.permutation(len(lengths))
-    if group:
-        # A stable sort of a random permutation: equal lengths end up in random order.
-        order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if group:
-        rng.shuffle(batches)
-    return batches
 
 
 def macro_f1_and_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> tuple[float, float]:

@@ -9,15 +9,9 @@ from components.core.config import Params
 from components.core.dataset import LABEL, TEXT, label_set, read_splits
 from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
-from components.finetune import distributed, spread
 from components.finetune.finetune import FinetuneResult, LogFn, finetune
-
-
-def checkpoint_root(model_dir: Path, configured: str) -> Path:
-    """Where checkpoints go: finetune.checkpoint_dir, else next to the model output, so a retried
-    step (same output path) resumes. Set an absolute path (a volume on a cluster) to resume
-    across pipeline runs too."""
-    return Path(configured) if configured else model_dir.parent / f"{model_dir.name}.checkpoints"
+from components.training import distributed, spread
+from components.training.checkpoint import checkpoint_root
 
 
 def pretrained_base(base_model_dir: Path | None) -> str | None:

@@ -21,10 +21,10 @@ import numpy as np
 
 from components.core.errors import FmpipeError
 from components.core.task import TINY_RANDOM_BERT, resolve_checkpoint, tiny_bert_config
-from components.finetune import distributed
-from components.finetune.checkpoint import CheckpointStore
-from components.finetune.finetune import length_grouped_batches
-from components.finetune.loop import LoopSettings, seed_everything, train_loop
+from components.training import distributed
+from components.training.batches import length_grouped_batches
+from components.training.checkpoint import CheckpointStore
+from components.training.loop import LoopSettings, seed_everything, train_loop
 
 if TYPE_CHECKING:
     from components.core.config import PretrainConfig

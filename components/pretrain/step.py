@@ -10,9 +10,9 @@ from components.core.config import Params
 from components.core.dataset import TEXT, read_splits
 from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
-from components.finetune import distributed, spread
-from components.finetune.step import checkpoint_root
 from components.pretrain.pretrain import LogFn, PretrainResult, pretrain
+from components.training import distributed, spread
+from components.training.checkpoint import checkpoint_root
 
 SKIPPED_FILE = "pretrain_skipped.json"
 

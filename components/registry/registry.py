@@ -52,7 +52,7 @@ def params_digest(params_json: str) -> str:
 def _pip_requirements(onnx_dir: Path) -> list[str]:
     from importlib.metadata import version
 
-    from components.export_onnx.serving import SERVING_FILE
+    from components.serving.serving import SERVING_FILE
 
     packages = ["onnxruntime", "tokenizers", "numpy", "pandas"]
     if json.loads((onnx_dir / SERVING_FILE).read_text()).get("runtime") == "openvino_bf16":
@@ -130,7 +130,7 @@ def register_model(
     """
     import mlflow
 
-    import components.export_onnx.serving as serving
+    import components.serving.serving as serving
 
     client = mlflow.MlflowClient()
     check_contract(client, model_name, contract)

@@ -37,7 +37,7 @@ def bound_registry_calls(cfg: RegistryConfig, tracking_uri: str) -> None:
 
 def serving_config(onnx_dir: Path) -> dict:
     """The exported artifact's serving.json: labels, max_length, the variant and runtime it ships."""
-    from components.export_onnx.serving import SERVING_FILE
+    from components.serving.serving import SERVING_FILE
 
     return json.loads((onnx_dir / SERVING_FILE).read_text())
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from components.core.errors import GateError
+from components.core.evaluation import EVALUATION_FILE, champion_floor
 from components.core.task import TextClassificationTask
 from components.core.tracking import RunContext, connect
 from components.evaluate import step as evaluate_step
-from components.evaluate.evaluate import EVALUATION_FILE, champion_floor
 from components.export_onnx import step as export_step
 from components.finetune import step as finetune_step
 from components.ingest import step as ingest_step
@@ -99,7 +99,7 @@ def test_onnx_export_matches_pytorch(chain):
 def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain):
     import onnx
 
-    from components.export_onnx.serving import openvino_bf16_available
+    from components.serving.serving import openvino_bf16_available
 
     result, cfg = chain["export"], chain["params"].export_onnx
     assert result.fused.get("Attention", 0) == 2 and result.fused.get("SkipLayerNormalization", 0) > 0
@@ -123,7 +123,7 @@ def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain
 def test_shipped_runtime_is_the_one_serving_uses(chain):
     """serving.json names the runtime; where it is OpenVINO in bf16, it really computes in bf16
     (logits close to, but not equal to, the same fp32 graph on onnxruntime)."""
-    from components.export_onnx.serving import OnnxTextClassifier
+    from components.serving.serving import OnnxTextClassifier
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
     served = OnnxTextClassifier(onnx_dir)
@@ -142,7 +142,7 @@ def test_the_shipped_classifier_serves_threads_at_once(chain):
     # A scoring server calls one loaded model from several threads: nobody gets another's answer.
     from concurrent.futures import ThreadPoolExecutor
 
-    from components.export_onnx.serving import OnnxTextClassifier
+    from components.serving.serving import OnnxTextClassifier
 
     served = OnnxTextClassifier(chain["dirs"]["onnx"])
     texts = [["what a lovely day"] * 3, ["this is awful, I hate it"], ["the bus comes at nine"] * 2,
@@ -156,7 +156,7 @@ def test_the_shipped_classifier_serves_threads_at_once(chain):
 
 
 def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
-    from components.export_onnx.serving import OnnxTextClassifier, openvino_bf16_available
+    from components.serving.serving import OnnxTextClassifier, openvino_bf16_available
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
     if result.runtime != "openvino_bf16":
@@ -215,7 +215,7 @@ def test_a_registered_version_shows_its_signature_example_and_description(chain)
 
 
 def test_predict_labels_texts_with_the_registered_artifact(chain, capsys):
-    from components.export_onnx.serving import OnnxTextClassifier
+    from components.serving.serving import OnnxTextClassifier
     from pipelines.cli import main
     from tests.conftest import REPO
 

@@ -61,7 +61,7 @@ def run_finetune(splits: dict, out: Path, *overrides: str, **kwargs):  # noqa: A
 
 def launch_cmd(data_dir: Path, out: Path, result: Path, *overrides: str, procs: int = 1,
                torchrun: list[str] | None = None) -> list[str]:
-    """The real entry point, in a new process: `python -m components.finetune.launch`, or under
+    """The real entry point, in a new process: `python -m components.training.launch`, or under
     torchrun with `procs` processes on this node, or with the given torchrun arguments."""
     runner = [sys.executable]
     if procs > 1:
@@ -69,7 +69,7 @@ def launch_cmd(data_dir: Path, out: Path, result: Path, *overrides: str, procs: 
     if torchrun:
         runner += ["-m", "torch.distributed.run", *torchrun]
     sets = [arg for o in (*TINY, *overrides) for arg in ("-S", o)]
-    return [*runner, "-m", "components.finetune.launch", "--params", str(REPO / "params.yaml"),
+    return [*runner, "-m", "components.training.launch", "--params", str(REPO / "params.yaml"),
             "--data", str(data_dir), "--out", str(out), "--result", str(result), "--no-track", *sets]
 
 

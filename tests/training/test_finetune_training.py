@@ -8,7 +8,7 @@ import pytest
 from components.core.errors import FmpipeError
 from components.core.task import TextClassificationTask
 from components.finetune.finetune import balanced_class_weights, macro_f1_and_accuracy
-from components.finetune.loop import seed_everything
+from components.training.loop import seed_everything
 from tests.training.conftest import LABELS, finetune_cfg, run_finetune
 
 

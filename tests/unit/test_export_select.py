@@ -58,7 +58,7 @@ def test_a_reduced_precision_variant_below_the_champion_floor_is_passed_over():
 
 
 def test_the_champion_floor_is_the_threshold_of_evaluates_champion_check():
-    from components.evaluate.evaluate import champion_floor
+    from components.core.evaluation import champion_floor
 
     checks = [{"name": "macro_f1 > majority baseline", "threshold": 0.2},
               {"name": "macro_f1 vs champion (by 0.01)", "threshold": 0.81}]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from components.finetune.finetune import length_grouped_batches
+from components.training.batches import length_grouped_batches
 
 
 def test_every_row_once_and_batches_hold_similar_lengths():

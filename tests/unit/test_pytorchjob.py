@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from components.finetune.launch import build_parser
+from components.training.launch import build_parser
 from tests.conftest import REPO
 
 MANIFEST = REPO / "infra" / "k8s" / "finetune-pytorchjob.yaml"
@@ -42,7 +42,7 @@ def test_every_pod_runs_the_launcher_under_torchrun_with_its_node_rank():
         assert int(torchrun.nproc_per_node) == container["resources"]["limits"]["nvidia.com/gpu"]
         assert (torchrun.node_rank, torchrun.master_addr, torchrun.master_port) == (
             1, "fmpipe-finetune-master-0", 23456)
-        assert torchrun.module and torchrun.training_script == "components.finetune.launch"
+        assert torchrun.module and torchrun.training_script == "components.training.launch"
         launch = build_parser().parse_args(torchrun.training_script_args)
         assert launch.step == "finetune" and launch.params_json and launch.ctx_json
         mounts = {m["mountPath"] for m in container["volumeMounts"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components.core.errors import ConfigError
-from components.finetune import spread
+from components.training import spread
 
 
 def test_processes_zero_means_one_per_gpu_and_one_without():

@@ -39,9 +39,9 @@ def inside_torchrun() -> bool:
 
 def torchrun_command(step: str, processes: int, data_dir: Path, out_dir: Path, params_file: Path,
                      ctx_file: Path, result_file: Path, base_model_dir: Path | None = None) -> list[str]:
-    """`python -m torch.distributed.run … -m components.finetune.launch --step STEP …` on this node."""
+    """`python -m torch.distributed.run … -m components.training.launch --step STEP …` on this node."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "components.finetune.launch", "--step", step, "--data", str(data_dir), "--out", str(out_dir),
+           "-m", "components.training.launch", "--step", step, "--data", str(data_dir), "--out", str(out_dir),
            "--params-json", str(params_file), "--ctx-json", str(ctx_file), "--result", str(result_file)]
     if base_model_dir is not None:
         cmd += ["--base-model", str(base_model_dir)]

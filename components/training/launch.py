@@ -1,8 +1,8 @@
 """Fine-tune (or pretrain) in one process or data-parallel in several:
 
-    python -m components.finetune.launch --data artifacts/data --out artifacts/model
-    torchrun --nproc_per_node 2 -m components.finetune.launch --data artifacts/data --out artifacts/model
-    torchrun --nproc_per_node 2 -m components.finetune.launch --step pretrain --data … --out …
+    python -m components.training.launch --data artifacts/data --out artifacts/model
+    torchrun --nproc_per_node 2 -m components.training.launch --data artifacts/data --out artifacts/model
+    torchrun --nproc_per_node 2 -m components.training.launch --step pretrain --data … --out …
 
 Each process trains on its share of every batch plan (gloo on CPU, NCCL on GPUs); rank 0
 evaluates, tracks in MLflow and saves. The pipeline's steps start this themselves when
@@ -23,7 +23,7 @@ from components.core.errors import FmpipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m components.finetune.launch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m components.training.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with train/val/test.parquet (from ingest)")
     parser.add_argument("--out", required=True, help="folder for the fine-tuned model")
@@ -42,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
+    import importlib
+
     from components.core.config import Params, load_params
     from components.core.tracking import RunContext, default_tracking_uri
-    from components.finetune import distributed
-    from components.finetune import step as finetune_step
-    from components.pretrain import step as pretrain_step
+    from components.training import distributed
     from pipelines.env import apply_defaults
+
+    # The step by name (its `train` and `run`): training code imports no step.
+    step = importlib.import_module(f"components.{args.step}.step")
 
     root = Path(args.params).resolve().parent
     apply_defaults(root)
@@ -60,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         info = distributed.init_from_env()
         base = Path(args.base_model) if args.base_model else None
         data, out = Path(args.data), Path(args.out)
+        extra = (base,) if args.step == "finetune" else ()  # finetune may start from pretrain's model
         if args.no_track:
-            result = (pretrain_step.train(data, out, params) if args.step == "pretrain"
-                      else finetune_step.train(data, out, params, base))
+            result = step.train(data, out, params, *extra)
         else:
             if args.ctx_json:
                 ctx = RunContext.from_json(Path(args.ctx_json).read_text())
@@ -71,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     pipeline_run_id=f"launch-{uuid.uuid4().hex}", experiment=params.registry.experiment,
                     tracking_uri=params.registry.tracking_uri or default_tracking_uri(root),
                     artifact_root=str(root / ".mlflow" / "artifacts"))
-            result = (pretrain_step.run(data, out, params, ctx) if args.step == "pretrain"
-                      else finetune_step.run(data, out, params, ctx, base))
+            result = step.run(data, out, params, ctx, *extra)
         if args.result and info.is_main:
             Path(args.result).write_text(json.dumps(asdict(result), indent=2))
     except FmpipeError as exc:

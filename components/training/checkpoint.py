@@ -58,3 +58,10 @@ class CheckpointStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def checkpoint_root(model_dir: Path, configured: str) -> Path:
+    """Where checkpoints go: finetune.checkpoint_dir, else next to the model output, so a retried
+    step (same output path) resumes. Set an absolute path (a volume on a cluster) to resume
+    across pipeline runs too."""
+    return Path(configured) if configured else model_dir.parent / f"{model_dir.name}.checkpoints"

@@ -21,8 +21,8 @@ import numpy as np
 
 from components.core.device import autocast_context, synchronize
 from components.core.errors import FmpipeError
-from components.finetune import distributed
-from components.finetune.checkpoint import CheckpointStore
+from components.training import distributed
+from components.training.checkpoint import CheckpointStore
 
 LogFn = Callable[[dict[str, float], int], None]
 Batch = dict[str, Any]  # tensor name -> tensor
