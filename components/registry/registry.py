@@ -227,22 +227,23 @@ def check_gates(client: MlflowClient, model_name: str, version: str, alias: str,
 
 
 def check_same_contract(client: MlflowClient, model_name: str, version: str, tags: dict[str, str],
-                        alias: str, registered: Any) -> None:
+                        alias: str, registered: Any, subject: str = "") -> None:
     """Refuse to move an alias onto a version whose contract differs from its model's or from the
     version `production` holds: clients of the model would get other labels. Versions registered
     before contracts carry none and are not compared."""
     mine = parse_tag(tags)
     if mine is None:
         return
-    held = {"the registered model": parse_tag(registered.tags)}
+    held = {"the contract": parse_tag(registered.tags)}
     production = alias_map(registered).get(PRODUCTION)
     if production and production != version:
         held[f"version {production} (production)"] = parse_tag(
             client.get_model_version(model_name, production).tags)
     for what, theirs in held.items():
         if theirs is not None and (why := mine.difference(theirs)):
-            raise ContractError(f"{model_name} version {version} is a {mine.describe()}, but {what} is "
-                                f"a {theirs.describe()} ({why}); refusing to set alias '{alias}'")
+            raise ContractError(f"{subject or f'{model_name} version {version}'} is a {mine.describe()}, "
+                                f"but {what} of {model_name} is a {theirs.describe()} ({why}); refusing "
+                                f"to set alias '{alias}'")
 
 
 class AliasDriftError(ConcurrentChangeError):
@@ -374,7 +375,8 @@ def promote_across(
         contract = parse_tag(tags)
         if contract is not None and model_exists(client, target_model):
             # the target model's contract and production, before anything is copied
-            check_same_contract(client, target_model, "", tags, alias, get_model(client, target_model))
+            check_same_contract(client, target_model, "", tags, alias, get_model(client, target_model),
+                                subject=f"{model_name} version {version}")
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..."
             copy = str(client.copy_model_version(f"models:/{source}", target_model).version)
         client.set_model_version_tag(target_model, copy, COPIED_FROM_TAG, source)
