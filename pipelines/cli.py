@@ -38,17 +38,17 @@ def _git_commit(root: Path) -> str:
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - returns (params, root)
     from components.core.config import load_params
-    from components.core.credentials import refuse_password, secure_tracking_uri
+    from components.core.credentials import secure_tracking_uri
     from pipelines.env import apply_defaults
 
     root = _repo_root(Path(args.params))
     apply_defaults(root)
     params = load_params(args.params, args.set or [])
-    if args.command == "submit":  # what leaves this machine carries no password, not even stripped
-        refuse_password(params.registry.tracking_uri, "a cluster run")
     # A password in the URI goes to the environment variable its client reads, once, here: no
-    # parameter, tag, log or summary downstream ever sees it.
-    params.registry.tracking_uri = secure_tracking_uri(params.registry.tracking_uri)
+    # parameter, tag, log or summary downstream ever sees it. Not for submit: what leaves this
+    # machine must carry none, and build_submission refuses one.
+    if args.command != "submit":
+        params.registry.tracking_uri = secure_tracking_uri(params.registry.tracking_uri)
     return params, root
 
 
@@ -297,10 +297,11 @@ def cmd_data_schema(args: argparse.Namespace) -> int:
     from components.ingest.schema import schema_path
 
     params, root = _load(args)
-    path = schema_path(root, args.name or params.data.name)
+    name = args.name or params.data.name
+    path = schema_path(root, name)
     if not path.exists():
-        raise FmpipeError(f"data set '{path.name.removesuffix('.schema.yaml')}' has no schema yet: "
-                          "`fmpipe data ingest FILE --name NAME` infers one")
+        raise FmpipeError(f"data set '{name}' has no schema yet: `fmpipe data ingest FILE --name "
+                          f"{name}` infers one")
     print(f"# {path}")
     print(path.read_text(), end="")
     return 0
