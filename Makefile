@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images image-data test test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,16 @@ setup: $(STAMP)  ## create .venv and install the pinned dependencies
 
 run: setup  ## the main job: the full pipeline on the embedded defaults (ARGS=--force to retrain)
 	$(VENV)/bin/fmpipe run $(ARGS)
+
+# Debian's dataset-fashion-mnist holds the image task's built-in data set (apt needs root).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+image-data:  ## install Fashion-MNIST (Debian's dataset-fashion-mnist) if it is missing
+	@test -d $(FASHION_MNIST) || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null); } || \
+	  { echo "run as root: apt-get install dataset-fashion-mnist"; exit 1; }
+
+run-images: setup image-data  ## the image task: Fashion-MNIST through the same pipeline (ARGS=--force)
+	$(VENV)/bin/fmpipe run --params params.fashion-mnist.yaml $(ARGS)
 
 test: setup  ## the test suite (unit, component, kfp.local end to end)
 	$(VENV)/bin/pytest -q

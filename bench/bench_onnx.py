@@ -33,7 +33,6 @@ def main() -> None:
     apply_defaults(Path(__file__).resolve().parents[1])
 
     from components.core.config import ExportConfig
-    from components.core.task import TextClassificationTask, save_labels
     from components.export_onnx.export import (
         REDUCED_PRECISION,
         build_variants,
@@ -43,13 +42,14 @@ def main() -> None:
         write_serving_files,
     )
     from components.serving.serving import OnnxTextClassifier
+    from components.tasks.text import TextTask, save_labels
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = Path(args.model_dir) if args.model_dir else work / "model"
         if not args.model_dir:
             labels = ["negative", "neutral", "positive"]
-            tokenizer, model = TextClassificationTask().load_pretrained("minilm", labels)
+            tokenizer, model = TextTask().load_pretrained("minilm", labels)
             model.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
             save_labels(model_dir, labels)
@@ -76,7 +76,7 @@ def main() -> None:
             import pandas as pd
 
             test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
-            task = TextClassificationTask()
+            task = TextTask()
             tokenizer, model, labels = task.load_finetuned(model_dir)
             reference = task.predict_logits(model, tokenizer, test["text"].tolist(), 64)
             write_serving_files(model_dir, work / "serve", 64, "bench")

@@ -55,13 +55,14 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns (params, root)
 def _checkpoints_exist(params) -> None:  # noqa: ANN001
     """The checkpoint training starts from exists here: else one line now, not a failure after
     ingest and validation."""
-    from components.core.task import check_checkpoint
+    from components.tasks import get_task
+    from components.tasks.text import check_checkpoint
 
     if params.pretrain.enabled:
         if params.pretrain.mode == "continued":
             check_checkpoint(params.pretrain.base_model, "pretrain.base_model")
     else:
-        check_checkpoint(params.finetune.base_model, "finetune.base_model")
+        get_task(params).check_checkpoint(params.finetune.base_model, "finetune.base_model")
 
 
 def _tracking_server_up(params, root: Path) -> None:  # noqa: ANN001
@@ -88,19 +89,19 @@ def _context(params, root: Path, run_id: str, data_source: str = ""):  # noqa: A
 
 def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: bool):  # noqa: ANN001, ANN202
     """Resolve --data / --data-rev into (file to train on, its label for lineage, .dvc commit)."""
-    from components.ingest.ingest import BUILTIN_CORPORA
     from components.ingest.versioning import (
         checkout_revision,
         dvc_file_commit,
         find_tracked,
         version_data,
     )
+    from components.tasks import get_task
 
     if data:
         # A data set keeps its own name, so training on another file never overwrites data/<name>.
         tracked = find_tracked(data, root)
         params.data.source = str(tracked) if tracked else data
-        params.data.name = data if (tracked or data in BUILTIN_CORPORA) else Path(data).stem
+        params.data.name = data if (tracked or data in get_task(params).builtin_sources) else Path(data).stem
     if rev:
         tracked = find_tracked(params.data.name, root)
         if tracked is None:
@@ -112,7 +113,8 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
         _use_schema(params, path, root)
         return path, f"{tracked.relative_to(root)}@{rev}", dvc_file_commit(dvc_file, root, rev)
     print(f"[fmpipe] versioning data '{params.data.source}' with DVC ...", flush=True)
-    version = version_data(params.data.source, params.data.name, root, push=push)
+    version = version_data(params.data.source, params.data.name, root, push=push,
+                           task=get_task(params))
     state = "new version" if version.changed else "unchanged"
     print(f"[fmpipe] data {version.path.relative_to(root)} md5 {version.md5} ({state})", flush=True)
     _use_schema(params, version.path, root)
@@ -121,9 +123,12 @@ def _prepare_data(params, root: Path, data: str | None, rev: str | None, push: b
 
 def _use_schema(params, data_file: Path, root: Path) -> None:  # noqa: ANN001
     """The data set's schema (inferred and written at its first ingest) into params, where they
-    leave it open; says what it guessed."""
+    leave it open; says what it guessed. (A table's schema: text data sets have one; an image
+    set's layout, a folder per class or IDX files, is its own schema.)"""
     from components.ingest.schema import apply_schema, ensure_schema
 
+    if params.task.kind != "text":
+        return
     schema, path, notes = ensure_schema(data_file, params.data.name, root, params.data)
     if notes:
         print(f"[fmpipe] {path.relative_to(root)}: {'; '.join(notes)} (see `fmpipe data schema "
@@ -136,6 +141,8 @@ def _stored_schema(params, root: Path) -> None:  # noqa: ANN001
     path read it; only an ingest writes one)."""
     from components.ingest.schema import apply_schema, load_schema, schema_path
 
+    if params.task.kind != "text":
+        return
     if schema := load_schema(schema_path(root, params.data.name)):
         apply_schema(params, schema)
 
@@ -178,13 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _checkpoints_digest(params) -> str:  # noqa: ANN001
     """What the checkpoints training starts from hold (see pipelines/rerun.py)."""
-    from components.core.task import resolve_checkpoint
+    from components.tasks import get_task
+    from components.tasks.text import resolve_checkpoint
     from pipelines.rerun import checkpoint_digest
 
-    names = [params.finetune.base_model]
+    digests = [checkpoint_digest(get_task(params).resolve_checkpoint(params.finetune.base_model))]
     if params.pretrain.enabled and params.pretrain.mode == "continued":
-        names.append(params.pretrain.base_model)
-    return ",".join(checkpoint_digest(resolve_checkpoint(name)) for name in names)
+        digests.append(checkpoint_digest(resolve_checkpoint(params.pretrain.base_model)))
+    return ",".join(digests)
 
 
 def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int | None:  # noqa: ANN001
@@ -222,7 +230,7 @@ def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int |
 
 
 def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -> int:  # noqa: ANN001
-    from components.core.dataset import file_md5
+    from components.core.dataset import data_md5 as digest_of
     from pipelines.local import prune_old_runs, run_locally
     from pipelines.rerun import code_digest, inputs_digest
     from pipelines.summary import exit_status, format_summary
@@ -230,7 +238,7 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
     ctx = _context(params, root, run_dir.name, label)
     ctx.data_dvc_commit, ctx.data_rev = dvc_commit, args.data_rev or ""
-    data_md5 = file_md5(path)
+    data_md5 = digest_of(path)  # a file's md5, or a folder's (its files' paths and md5s)
     ctx.inputs_digest = inputs_digest(params.to_json(), data_md5, code_digest(), _checkpoints_digest(params))
     model = params.registered_model
     if not args.force and (done := _already_done(args, params, ctx, data_md5)) is not None:
@@ -280,11 +288,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
     from components.ingest.versioning import version_data
+    from components.tasks import get_task
 
     params, root = _load(args)
     _columns_from(args, params)
     params.data.name = args.name or params.data.name
-    version = version_data(args.source, params.data.name, root, push=not args.no_push)
+    version = version_data(args.source, params.data.name, root, push=not args.no_push,
+                           task=get_task(params))
     state = "new version" if version.changed else "unchanged (no-op)"
     print(f"{version.path.relative_to(root)}: md5 {version.md5}, {state}")
     _use_schema(params, version.path, root)
@@ -321,9 +331,9 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
 
     if name == "ingest":
         from components.ingest import step
-        from components.ingest.versioning import resolve_source
+        from components.tasks import get_task
 
-        step.run(resolve_source(params.data.source), art / "data", params, ctx)
+        step.run(get_task(params).resolve_source(params.data.source), art / "data", params, ctx)
     elif name == "validate_data":
         from components.validate_data import step
 
@@ -349,15 +359,13 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         result = step.run(art / "data", art / "model", art / "onnx", params, ctx, art / "evaluation")
         (art / "parity.json").write_text(json.dumps({"passed": result.parity.passed}))
     elif name == "register":
-        from components.core.dataset import file_md5
-        from components.ingest.versioning import resolve_source
         from components.registry import step
 
         evaluation = json.loads((art / "evaluation" / "evaluation.json").read_text())
         parity = json.loads((art / "parity.json").read_text())["passed"]
         metrics = {f"test_{k}": evaluation["model"][k] for k in ("accuracy", "macro_f1")}
         version = step.run_register(
-            art / "onnx", params, ctx, file_md5(resolve_source(params.data.source)),
+            art / "onnx", params, ctx, _source_md5(params),
             evaluation["blessing"]["blessed"], parity, metrics, evaluation)
         (art / "registered.json").write_text(json.dumps({"version": version}))
     elif name == "promote":
@@ -368,14 +376,15 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         (art / "promoted.json").write_text(json.dumps({"alias": move.alias, "version": version}))
 
 
-def _source_md5(source: str) -> str:
-    """The data file's md5, or "" when it can't be read: ingest then says what is wrong with it."""
-    from components.core.dataset import file_md5
+def _source_md5(params) -> str:  # noqa: ANN001
+    """The data's md5 (a file's, or a folder's), or "" when it can't be read: ingest then says
+    what is wrong with it."""
+    from components.core.dataset import data_md5
     from components.core.errors import DataError
-    from components.ingest.versioning import resolve_source
+    from components.tasks import get_task
 
     try:
-        return file_md5(resolve_source(source))
+        return data_md5(get_task(params).resolve_source(params.data.source))
     except (DataError, OSError):
         return ""
 
@@ -392,7 +401,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     _tracking_server_up(params, root)
     # One MLflow pipeline run per (params, data content): a `dvc repro` on new data at the same
     # path starts a new one instead of overwriting the last run's figures.
-    digest = params_digest(params.to_json() + _source_md5(params.data.source))
+    digest = params_digest(params.to_json() + _source_md5(params))
     ctx = _context(params, root, f"dvc-{digest}", params.data.source)
     name = args.name
     try:

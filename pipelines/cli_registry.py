@@ -4,7 +4,7 @@
   fmpipe rollback MODEL                                              production back one step
   fmpipe history MODEL [--adopt --alias A --reason R]                every alias move: when, who, why
   fmpipe status [--check]                                            models, aliases, headline metrics
-  fmpipe predict MODEL [--alias A | --version N] TEXT ...            what a registered model says
+  fmpipe predict MODEL [--alias A | --version N] TEXT|IMAGE ...      what a registered model says
 """
 
 from __future__ import annotations
@@ -213,20 +213,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Label (and its probability) for each text, from the registered artifact as it serves."""
+    """Label (and its probability) for each text or image file, from the registered artifact as it
+    serves."""
     import tempfile
 
     import mlflow
     import numpy as np
 
-    from components.serving.serving import SERVING_FILE, OnnxTextClassifier
+    from components.serving.serving import SERVING_FILE, OnnxImageClassifier, open_classifier
 
     _, client = _connect(args)
     texts = list(args.texts)
     if args.file:
         texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
-        raise FmpipeError("nothing to predict: give texts as arguments or --file with one per line")
+        raise FmpipeError("nothing to predict: give texts (or image files) as arguments, or --file with "
+                          "one per line")
     with _one_line_errors(client), tempfile.TemporaryDirectory() as tmp:
         if args.version:
             version, how = client.get_model_version(args.model, args.version), ""
@@ -239,7 +241,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         found = sorted(local.rglob(SERVING_FILE))
         if not found:
             raise FmpipeError(f"{args.model} version {version.version} holds no fmpipe ONNX artifact")
-        model = OnnxTextClassifier(found[0].parent)
+        model = open_classifier(found[0].parent)
+        if isinstance(model, OnnxImageClassifier):
+            texts = [str(Path(t).expanduser()) for t in texts]
+            check_image_files(texts)
         logits = model.logits(texts)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
@@ -249,6 +254,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         best = int(row.argmax())
         print(f"{model.labels[best]:<{width}}  {row[best]:.2f}  {text}")
     return 0
+
+
+def check_image_files(paths: list[str]) -> None:
+    """One line naming the first file that is missing or is no image Pillow can decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        if not Path(path).is_file():
+            raise FmpipeError(f"{path}: no such image file")
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise FmpipeError(f"{path}: not an image this model can read ({exc})") from None
 
 
 def add_registry_commands(sub: Any) -> None:
@@ -297,12 +316,13 @@ def add_registry_commands(sub: Any) -> None:
                         "a version without the blessing and parity tags (for CI and cron)")
     status.set_defaults(func=cmd_status)
 
-    predict = parser("predict", "label texts with a registered model, as its ONNX artifact serves them "
-                     "(texts first: fmpipe predict MODEL TEXT ... [--alias production])")
+    predict = parser("predict", "label texts (or image files) with a registered model, as its ONNX artifact "
+                     "serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production])")
     predict.add_argument("model", help="registered model name")
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--alias", default="staging", help="the version holding this alias (default: staging)")
     which.add_argument("--version", help="this version instead of an alias")
-    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
-    predict.add_argument("--file", type=user_path, help="a text file, one text per line")
+    predict.add_argument("texts", nargs="*", metavar="INPUT",
+                         help="texts to label (image files, for an image model)")
+    predict.add_argument("--file", type=user_path, help="a text file, one text (or image path) per line")
     predict.set_defaults(func=cmd_predict)

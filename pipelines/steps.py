@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 ARTIFACTS = "artifacts"
 CORE = "components/core"  # shared by every step: a change there re-runs them all
+TASKS = "components/tasks"  # the task plug-ins (text, image): every step asks the task
 TRAINING = "components/training"  # the loop, checkpoints and launch pretrain and finetune share
 SERVING = "components/serving"    # the runtime-only classifier export, evaluate and register share
 
@@ -26,28 +27,28 @@ class Step:
     data: bool = False        # reads data/ too (the source file, or the data set's schema)
 
 
-ALL_SECTIONS = ("data", "ingest", "validate_data", "pretrain", "finetune", "evaluate", "export_onnx",
+ALL_SECTIONS = ("task", "data", "ingest", "validate_data", "pretrain", "finetune", "evaluate", "export_onnx",
                 "registry")
 
 TABLE = (
-    Step("ingest", (), ("data",), ("data", "ingest"), ("components/ingest",), data=True),
+    Step("ingest", (), ("data",), ("task", "data", "ingest"), ("components/ingest",), data=True),
     # The registered model's name comes from data.name: its contract and its production data.
-    Step("validate_data", ("data",), ("validation",), ("data", "validate_data", "registry"),
+    Step("validate_data", ("data",), ("validation",), ("task", "data", "validate_data", "registry"),
          ("components/validate_data",), data=True),
     Step("pretrain", ("data", "validation"), ("pretrained",), ("pretrain",),
          ("components/pretrain", TRAINING)),
     # The label set comes from validate_data.labels (or the schema, through data/).
     Step("finetune", ("data", "validation", "pretrained"), ("model",),
-         ("finetune", "validate_data", "pretrain"),
+         ("task", "finetune", "validate_data", "pretrain"),
          ("components/finetune", TRAINING), data=True),
-    Step("evaluate", ("data", "model"), ("evaluation",), ("evaluate", "finetune", "data", "registry"),
+    Step("evaluate", ("data", "model"), ("evaluation",), ("task", "evaluate", "finetune", "data", "registry"),
          ("components/evaluate", SERVING)),
     Step("export_onnx", ("data", "evaluation", "model"), ("onnx", "parity.json"),
-         ("export_onnx", "finetune"), ("components/export_onnx", SERVING)),
+         ("task", "export_onnx", "finetune"), ("components/export_onnx", SERVING)),
     # A version is tagged with the digest of every setting: any change is a new registration.
     Step("register", ("onnx", "parity.json", "evaluation"), ("registered.json",), ALL_SECTIONS,
          ("components/registry", SERVING), data=True),
-    Step("promote", ("registered.json",), ("promoted.json",), ("data", "registry"),
+    Step("promote", ("registered.json",), ("promoted.json",), ("task", "data", "registry"),
          ("components/registry", SERVING)),
 )
 
@@ -63,7 +64,8 @@ def dvc_yaml() -> str:
              "# `dvc repro` runs the same code through the CLI with DVC's caching; outputs go to artifacts/.",
              "stages:"]
     for step in TABLE:
-        deps = [*(["data"] if step.data else []), *(f"{ARTIFACTS}/{p}" for p in step.reads), *step.code, CORE]
+        reads = [f"{ARTIFACTS}/{p}" for p in step.reads]
+        deps = [*(["data"] if step.data else []), *reads, *step.code, TASKS, CORE]
         lines += [f"  {step.name}:",
                   f"    cmd: fmpipe step {step.name}",
                   f"    deps: [{', '.join(deps)}]",

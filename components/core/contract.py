@@ -60,6 +60,24 @@ def text_classification(labels: Iterable[str]) -> Contract:
     return Contract(TEXT_CLASSIFICATION, tuple(sorted(set(labels))), (("text", "string"),))
 
 
+# task kind -> (contract task, (input name, input type)): what a caller of that kind of model sends.
+KINDS = {
+    "text": (TEXT_CLASSIFICATION, ("text", "string")),
+    "image": ("image-classification", ("image", "binary")),
+}
+
+
+def contract_for(kind: str, labels: Iterable[str]) -> Contract:
+    """The contract of a classifier of this task kind (text, image) answering with `labels`."""
+    task, inputs = KINDS[kind]
+    return Contract(task, tuple(sorted(set(labels))), (inputs,))
+
+
+def contract_of(task: Any, labels: Iterable[str]) -> Contract:
+    """The contract of a model of this task (components/tasks) answering with `labels`."""
+    return contract_for(task.kind, labels)
+
+
 def parse_tag(tags: dict[str, str]) -> Contract | None:
     """The contract recorded in a model's or a version's tags; None when none was (older versions)."""
     text = tags.get(CONTRACT_TAG)

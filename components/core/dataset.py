@@ -5,12 +5,8 @@ and the profile drift is measured against. Ingest writes them; every later step 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
@@ -24,6 +20,18 @@ def file_md5(path: Path) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_md5(path: Path) -> str:
+    """A file's MD5, or for a folder the MD5 of its files' relative paths and MD5s (sorted): the
+    same content gives the same digest wherever the folder lies."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_md5(path)
+    digest = hashlib.md5()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{file_md5(item)}\n".encode())
     return digest.hexdigest()
 
 
@@ -44,27 +52,5 @@ def label_set(declared: list[str], data_dir: Path) -> list[str]:
     return sorted(pd.read_parquet(Path(data_dir) / "train.parquet", columns=[LABEL])[LABEL].unique())
 
 
-# The profile of a training split: what a later run's drift is measured against. (Text-specific
-# today: lengths and vocabulary; it moves to the task when tasks become plug-ins.)
+# The profile of a training split (the task makes it): what a later run's drift is measured against.
 PROFILE_FILE = "data_profile.json"
-_WORD = re.compile(r"\w+")
-MAX_LENGTH_SAMPLE = 5000
-MAX_VOCABULARY = 50_000
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def profile(train: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """What drift is measured against: label counts, text lengths (a sample), vocabulary."""
-    lengths = train[TEXT].str.len().to_numpy()
-    if len(lengths) > MAX_LENGTH_SAMPLE:
-        lengths = np.random.default_rng(seed).choice(lengths, MAX_LENGTH_SAMPLE, replace=False)
-    vocab = Counter(w for text in train[TEXT] for w in words(text))
-    return {
-        "rows": len(train),
-        "label_counts": {str(k): int(v) for k, v in train[LABEL].value_counts().items()},
-        "text_lengths": sorted(int(x) for x in lengths),
-        "vocabulary": [w for w, _ in vocab.most_common(MAX_VOCABULARY)],
-    }

@@ -1,20 +1,21 @@
 """The champion: the registered model holding an alias (default `production`), scored on the
-challenger's test texts with the exact artifact that serves it (ONNX, no torch)."""
+challenger's test inputs with the exact artifact that serves it (ONNX, no torch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def champion_logits(model_name: str, alias: str, texts: list[str], work_dir: Path
+def champion_logits(model_name: str, alias: str, inputs: list[Any], work_dir: Path
                     ) -> tuple[str, np.ndarray, list[str]] | None:
-    """(version, logits on texts, label order) of the model holding alias, or None if none does."""
+    """(version, logits on the inputs, label order) of the model holding alias, or None if none does."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from components.serving.serving import SERVING_FILE, OnnxTextClassifier
+    from components.serving.serving import SERVING_FILE, open_classifier
 
     client = mlflow.MlflowClient()
     try:
@@ -26,5 +27,5 @@ def champion_logits(model_name: str, alias: str, texts: list[str], work_dir: Pat
     found = sorted(local.rglob(SERVING_FILE))
     if not found:
         return None
-    model = OnnxTextClassifier(found[0].parent)
-    return str(version.version), model.logits(texts), model.labels
+    model = open_classifier(found[0].parent)
+    return str(version.version), model.logits(inputs), model.labels

@@ -3,18 +3,19 @@ slice, and decide the blessing (a list of checks, each with its figures and verd
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from components.core.config import EvaluateConfig
-from components.core.contract import ContractError, text_classification
+from components.core.contract import ContractError, contract_of
+from components.core.dataset import LABEL
 from components.core.evaluation import CHAMPION_CHECK
 from components.core.metrics import accuracy, macro_f1, weighted_f1
-from components.core.task import TextClassificationTask
+from components.tasks.base import Task
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -54,20 +55,6 @@ def calibration(probs: np.ndarray, y_true: np.ndarray, bins: int) -> dict[str, A
     return {"ece": float(ece), "bins": table}
 
 
-def slice_masks(texts: list[str], cfg: EvaluateConfig) -> dict[str, np.ndarray]:
-    """Boolean row masks: text-length buckets, then the regex slices declared in params."""
-    lengths = np.array([len(t) for t in texts])
-    edges = [0, *cfg.length_buckets, None]
-    masks = {}
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        name = f"length {low}-{high - 1}" if high else f"length {low}+"
-        masks[name] = (lengths >= low) & (lengths < high) if high else lengths >= low
-    for name, pattern in cfg.slices.items():
-        regex = re.compile(pattern)
-        masks[name] = np.array([bool(regex.search(t)) for t in texts])
-    return masks
-
-
 def sliced_metrics(
     y_true: list[str], y_pred: list[str], masks: dict[str, np.ndarray], labels: list[str], min_rows: int
 ) -> dict[str, dict[str, Any]]:
@@ -82,27 +69,6 @@ def sliced_metrics(
         m = classification_metrics(truth[mask].tolist(), pred[mask].tolist(), labels)
         out[name] = {"rows": rows, "scored": True, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
     return out
-
-
-def baseline_predictions(
-    train_texts: list[str], train_labels: list[str], test_texts: list[str], seed: int = 0
-) -> dict[str, list[str]]:
-    """Predictions of the two baselines a model must beat: majority class, TF-IDF + LR."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
-    majority = str(values[counts.argmax()])
-    tfidf = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-        LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed),
-    )
-    tfidf.fit(train_texts, train_labels)
-    return {
-        "majority": [majority] * len(test_texts),
-        "tfidf_logreg": [str(p) for p in tfidf.predict(test_texts)],
-    }
 
 
 @dataclass
@@ -163,12 +129,12 @@ def decide_blessing(
 
 
 def score(
-    logits: np.ndarray, labels: list[str], test_texts: list[str], test_labels: list[str],
+    logits: np.ndarray, labels: list[str], masks: dict[str, np.ndarray], test_labels: list[str],
     cfg: EvaluateConfig,
 ) -> Scored:
+    """One model's metrics, slices (masks from the task) and calibration on the test split."""
     predicted = [labels[i] for i in logits.argmax(axis=1)]
     truth_idx = np.array([labels.index(t) if t in labels else -1 for t in test_labels])
-    masks = slice_masks(test_texts, cfg)
     return Scored(
         metrics=classification_metrics(test_labels, predicted, labels),
         slices=sliced_metrics(test_labels, predicted, masks, labels, cfg.min_slice_rows),
@@ -185,27 +151,29 @@ class Evaluation:
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] | None = None  # version, metrics and slices of the champion, if any
+    predictions: list[str] = field(default_factory=list)  # the model's label per test row
 
 
 def evaluate(
-    model_dir: Path, train_texts: list[str], train_labels: list[str],
-    test_texts: list[str], test_labels: list[str], cfg: EvaluateConfig, max_length: int,
-    bf16: bool = True, task: TextClassificationTask | None = None,
-    champion: tuple[str, np.ndarray, list[str]] | None = None,
+    model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, cfg: EvaluateConfig, task: Task,
+    bf16: bool = True, champion: tuple[str, np.ndarray, list[str]] | None = None,
 ) -> Evaluation:
-    """Score the model; `champion` is (version, its logits on the same test texts, its labels)."""
-    task = task or TextClassificationTask()
-    tokenizer, model, labels = task.load_finetuned(model_dir)
-    logits = task.predict_logits(model, tokenizer, test_texts, max_length, cfg.batch_size, bf16)
-    challenger = score(logits, labels, test_texts, test_labels, cfg)
+    """Score the model on the test table; the task gives the baselines (fit on the train table) and
+    the slices. `champion` is (version, its logits on the same test inputs, its labels)."""
+    processor, model, labels = task.load_finetuned(model_dir)
+    test_inputs, test_labels = test[task.input_column].tolist(), test[LABEL].tolist()
+    logits = task.predict_logits(model, processor, test_inputs, cfg.batch_size, bf16)
+    masks = task.slice_masks(test)
+    challenger = score(logits, labels, masks, test_labels, cfg)
     baselines = {
         name: classification_metrics(test_labels, preds, labels)
-        for name, preds in baseline_predictions(train_texts, train_labels, test_texts).items()
+        for name, preds in task.baselines(train[task.input_column].tolist(), train[LABEL].tolist(),
+                                          test_inputs).items()
     }
     champ_scored, champ_info = None, None
     if champion is not None:
         version, champ_logits, champ_labels = champion
-        if why := text_classification(labels).difference(text_classification(champ_labels)):
+        if why := contract_of(task, labels).difference(contract_of(task, champ_labels)):
             # Never blessed for want of a comparison: a model of another contract is another model.
             raise ContractError(
                 f"the champion (version {version}) answers other labels than this model ({why}): "
@@ -213,8 +181,8 @@ def evaluate(
                 "under its own registered model (leave registry.model_name empty)")
         # The champion's logits in this model's label order (its artifact may order them otherwise).
         champ_logits = champ_logits[:, [champ_labels.index(label) for label in labels]]
-        champ_scored = score(champ_logits, labels, test_texts, test_labels, cfg)
+        champ_scored = score(champ_logits, labels, masks, test_labels, cfg)
         champ_info = {"version": version, "metrics": champ_scored.metrics, "slices": champ_scored.slices}
     blessing = decide_blessing(challenger, baselines, cfg, champ_scored)
     return Evaluation(labels, challenger.metrics, baselines, blessing, challenger.slices,
-                      challenger.calibration or {}, champ_info)
+                      challenger.calibration or {}, champ_info, [labels[i] for i in logits.argmax(axis=1)])

@@ -9,13 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.dataset import LABEL, TEXT, read_splits
+from components.core.dataset import read_splits
 from components.core.evaluation import EVALUATION_FILE
-from components.core.task import trained_max_length
 from components.core.tracking import CHAMPION_VERSION_TAG, RunContext, note, step_run
 from components.evaluate.champion import champion_logits
 from components.evaluate.evaluate import Evaluation, evaluate
 from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
+from components.tasks import get_task
 
 BLESSING_FILE = "blessing.json"
 
@@ -23,21 +23,18 @@ BLESSING_FILE = "blessing.json"
 def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: RunContext) -> Evaluation:
     """Evaluate; write evaluation.json, blessing.json and the PNG plots into out_dir."""
     splits = read_splits(data_dir)
-    test_texts = splits["test"][TEXT].tolist()
+    task = get_task(params)
+    test_inputs = splits["test"][task.input_column].tolist()
     cfg = params.evaluate
     with step_run(ctx, "evaluate") as track, tempfile.TemporaryDirectory() as tmp:
         champion = None
         for alias in filter(None, (cfg.champion.alias, cfg.champion.fallback_alias)):
-            champion = champion_logits(params.registered_model, alias, test_texts, Path(tmp))
+            champion = champion_logits(params.registered_model, alias, test_inputs, Path(tmp))
             if champion:
                 note(f"evaluate: the champion is version {champion[0]}, holding '{alias}'")
                 break
-        result = evaluate(
-            model_dir, splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
-            test_texts, splits["test"][LABEL].tolist(), cfg,
-            trained_max_length(model_dir, params.finetune.max_length),
-            params.finetune.bf16, champion=champion,
-        )
+        result = evaluate(model_dir, splits["train"], splits["test"], cfg, task, params.finetune.bf16,
+                          champion=champion)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / EVALUATION_FILE).write_text(json.dumps(asdict(result), indent=1))
         (out_dir / BLESSING_FILE).write_text(json.dumps(asdict(result.blessing), indent=1))
@@ -45,6 +42,7 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
         plot_reliability(result.calibration, out_dir / "reliability.png")
         champion_slices = (result.champion or {}).get("slices")
         plot_slices(result.slices, out_dir / "slices.png", champion_slices)
+        task.plots(splits["test"], result.predictions, out_dir)
         track.artifact(out_dir, "evaluation")
 
         headline = {f"test_{k}": result.model[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
@@ -65,9 +63,9 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
         champ = (f", champion v{result.champion['version']} "
                  f"{result.champion['metrics']['macro_f1']:.4f}" if result.champion
                  and "metrics" in result.champion else "")
-        note(f"evaluate: macro-F1 {result.model['macro_f1']:.4f} (tfidf "
-             f"{result.baselines['tfidf_logreg']['macro_f1']:.4f}, majority "
-             f"{result.baselines['majority']['macro_f1']:.4f}{champ}), ECE "
+        bases = ", ".join(f"{name} {base['macro_f1']:.4f}" for name, base in result.baselines.items())
+        note(f"evaluate: macro-F1 {result.model['macro_f1']:.4f}, accuracy {result.model['accuracy']:.4f} "
+             f"({bases}{champ}), ECE "
              f"{result.calibration['ece']:.3f}; blessed: {result.blessing.blessed}"
              + (f" (failed: {'; '.join(failed)})" if failed else ""))
     return result

@@ -2,8 +2,9 @@
 and pick the fastest variant that keeps the model's quality.
 
 Variants (an ONNX file and the runtime that runs it):
-- `fp32`: the plain export, on onnxruntime's CPU provider.
-- `optimized`: onnxruntime's transformer optimizer fuses attention, LayerNorm and GELU.
+- `fp32`: the plain export (the task's), on onnxruntime's CPU provider.
+- `optimized`: the task's graph optimizer (text: onnxruntime's transformer optimizer fuses
+  attention, LayerNorm and GELU; tasks without one skip this variant).
 - `int8`: dynamic int8 quantization of the optimized graph.
 - `openvino_bf16`: the plain fp32 graph run by OpenVINO in bf16 on CPUs with AMX / AVX512-BF16
   (built only where both exist).
@@ -26,16 +27,16 @@ import numpy as np
 
 from components.core import metrics
 from components.core.config import ExportConfig
-from components.core.task import TextClassificationTask
 from components.serving.serving import (
     MODEL_FILE,
     ONNXRUNTIME_CPU,
     OPENVINO_BF16,
     SERVING_FILE,
-    OnnxTextClassifier,
     Session,
+    open_classifier,
     openvino_bf16_available,
 )
+from components.tasks.base import Task
 
 REDUCED_PRECISION = ("int8", "openvino_bf16")
 
@@ -47,40 +48,6 @@ class Variant:
     source: str = ""     # the fp32-precision variant it was made from ("" = itself)
 
 
-def export_fp32(model_dir: Path, path: Path, opset: int, task: TextClassificationTask | None = None) -> Path:
-    """The plain ONNX export (dynamic batch and sequence axes), checked with onnx.checker."""
-    import onnx
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    task = task or TextClassificationTask()
-    # Eager attention exports as plain MatMul/Softmax, the pattern onnxruntime's optimizer fuses.
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager")
-    model.eval()
-    tokenizer = task.load_tokenizer(str(model_dir))
-    example = task.collate(tokenizer, task.encode(tokenizer, ["hello world", "a longer example"], 16))
-    names = list(task.onnx_input_names)
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
-    dynamic["logits"] = {0: "batch"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            model, tuple(example[n] for n in names), str(path), input_names=names,
-            output_names=["logits"], dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-        )
-    onnx.checker.check_model(str(path), full_check=True)
-    return path
-
-
-def optimize_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
-    """onnxruntime's transformer optimizer; returns how many of each fused operator it made."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
-    optimized.save_model_to_file(str(dst))
-    return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-
-
 def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 quantization of the weights (activations quantized at run time)."""
     import onnx
@@ -90,19 +57,6 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return dst
-
-
-def write_serving_files(model_dir: Path, out_dir: Path, max_length: int, variant: str,
-                        task: TextClassificationTask | None = None, runtime: str = "onnxruntime") -> None:
-    """Tokenizer, label map and serving.json next to model.onnx: the artifact stands alone."""
-    task = task or TextClassificationTask()
-    tokenizer = task.load_tokenizer(str(model_dir))
-    labels = json.loads((model_dir / "labels.json").read_text())["labels"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / SERVING_FILE).write_text(json.dumps(
-        {"labels": labels, "max_length": max_length, "pad_token_id": tokenizer.pad_token_id,
-         "variant": variant, "runtime": runtime}))
 
 
 @dataclass
@@ -157,11 +111,12 @@ def select_variant(built: list[str], f1_loss: dict[str, float], cfg: ExportConfi
     return "optimized" if "optimized" in built else "fp32"
 
 
-def time_variants(variants: dict[str, Variant], model_dir: Path, seq: int = 128, threads: int = 0,
+def time_variants(variants: dict[str, Variant], model_dir: Path, task: Task, threads: int = 0,
                   repeats: tuple[int, int] = (10, 3)) -> dict[str, dict[str, float]]:
-    """Latency at batch 1 and throughput at batch 32 (fixed-length rows of `seq` tokens), next to
-    PyTorch eager fp32 and bf16 autocast measured in the same process. threads=0: each runtime's
-    default, except under a container CPU limit (a pod's), which every contender then gets."""
+    """Latency at batch 1 and throughput at batch 32 (the task's fixed inputs: text rows of 128
+    tokens), next to PyTorch eager fp32 and bf16 autocast measured in the same process. threads=0:
+    each runtime's default, except under a container CPU limit (a pod's), which every contender
+    then gets."""
     import torch
 
     from components.core.device import container_cpu_limit
@@ -171,15 +126,14 @@ def time_variants(variants: dict[str, Variant], model_dir: Path, seq: int = 128,
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _time_variants(variants, model_dir, seq, threads, repeats)
+        return _time_variants(variants, model_dir, task, threads, repeats)
     finally:
         torch.set_num_threads(torch_threads)
 
 
-def _time_variants(variants: dict[str, Variant], model_dir: Path, seq: int, threads: int,
+def _time_variants(variants: dict[str, Variant], model_dir: Path, task: Task, threads: int,
                    repeats: tuple[int, int]) -> dict[str, dict[str, float]]:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     def clock(fn, repeats: int) -> float:
         fn()  # warm-up
@@ -188,14 +142,9 @@ def _time_variants(variants: dict[str, Variant], model_dir: Path, seq: int, thre
             fn()
         return (time.perf_counter() - start) / repeats
 
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for batch in (1, 32):
-        ids = rng.integers(1000, 20000, (batch, seq)).astype(np.int64)
-        feeds[batch] = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                        "token_type_ids": np.zeros_like(ids)}
+    feeds = {batch: task.timing_feeds(model_dir, batch) for batch in (1, 32)}
     out: dict[str, dict[str, float]] = {}
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    model = task.load_finetuned(model_dir)[1].eval()
     for name, bf16 in (("torch_fp32", False), ("torch_bf16", True)):
         times = {}
         for batch, n in zip((1, 32), repeats, strict=True):
@@ -212,18 +161,15 @@ def _time_variants(variants: dict[str, Variant], model_dir: Path, seq: int, thre
     return out
 
 
-def build_variants(model_dir: Path, work: Path, cfg: ExportConfig
+def build_variants(model_dir: Path, work: Path, cfg: ExportConfig, task: Task
                    ) -> tuple[dict[str, Variant], dict[str, int]]:
-    """Export fp32, then (per params and this machine) the other variants."""
-    from transformers import AutoConfig
-
-    fp32 = export_fp32(model_dir, work / "fp32.onnx", cfg.opset)
+    """Export fp32, then (per params, the task and this machine) the other variants."""
+    fp32 = task.export_onnx(model_dir, work / "fp32.onnx", cfg.opset)
     variants = {"fp32": Variant(fp32)}
     fused: dict[str, int] = {}
     base = "fp32"
-    if cfg.optimize:
-        config = AutoConfig.from_pretrained(str(model_dir))
-        fused = optimize_graph(fp32, work / "optimized.onnx", config.num_attention_heads, config.hidden_size)
+    if cfg.optimize and (found := task.optimize_graph(fp32, work / "optimized.onnx", model_dir)) is not None:
+        fused = found
         variants["optimized"] = Variant(work / "optimized.onnx")
         base = "optimized"
     if cfg.quantize:
@@ -234,25 +180,23 @@ def build_variants(model_dir: Path, work: Path, cfg: ExportConfig
 
 
 def export_and_check(
-    model_dir: Path, out_dir: Path, work: Path, test_texts: list[str], test_labels: list[str],
-    cfg: ExportConfig, max_length: int, task: TextClassificationTask | None = None,
-    champion_floor: float | None = None,
+    model_dir: Path, out_dir: Path, work: Path, test_inputs: list, test_labels: list[str],
+    cfg: ExportConfig, task: Task, champion_floor: float | None = None,
 ) -> ExportResult:
     """Build the variants, check parity and the reduced-precision gate, ship the chosen one as
     out_dir/model.onnx (with its runtime in serving.json). champion_floor: the macro-F1 on these
-    test texts that evaluate's champion rule asked of the model; a reduced-precision variant
+    test inputs that evaluate's champion rule asked of the model; a reduced-precision variant
     below it does not ship, so the shipped artifact beats the champion as the model did."""
-    task = task or TextClassificationTask()
-    texts, truth = test_texts, test_labels
-    if cfg.parity_max_rows and cfg.parity_max_rows < len(texts):
-        texts, truth = texts[: cfg.parity_max_rows], truth[: cfg.parity_max_rows]
+    inputs, truth = test_inputs, test_labels
+    if cfg.parity_max_rows and cfg.parity_max_rows < len(inputs):
+        inputs, truth = inputs[: cfg.parity_max_rows], truth[: cfg.parity_max_rows]
         champion_floor = None  # F1 on part of the split is not comparable with the champion's
-    variants, fused = build_variants(model_dir, work, cfg)
-    write_serving_files(model_dir, out_dir, max_length, "pending", task)
+    variants, fused = build_variants(model_dir, work, cfg, task)
+    task.write_serving(model_dir, out_dir, "pending", "onnxruntime")
 
-    tokenizer, model, labels = task.load_finetuned(model_dir)
-    reference = task.predict_logits(model, tokenizer, texts, max_length, bf16=False)
-    logits = {name: OnnxTextClassifier(out_dir, model_file=v.path, runtime=v.runtime).logits(texts)
+    processor, model, labels = task.load_finetuned(model_dir)
+    reference = task.predict_logits(model, processor, inputs, bf16=False)
+    logits = {name: open_classifier(out_dir, model_file=v.path, runtime=v.runtime).logits(inputs)
               for name, v in variants.items()}
     macro = {"torch": macro_f1(reference, labels, truth),
              **{name: macro_f1(lg, labels, truth) for name, lg in logits.items()}}
@@ -265,31 +209,32 @@ def export_and_check(
                           runtime=chosen.runtime, fused=fused, macro_f1=macro, f1_loss=f1_loss,
                           agreement=agreement, champion_floor=champion_floor)
     shutil.copyfile(chosen.path, out_dir / MODEL_FILE)
-    write_serving_files(model_dir, out_dir, max_length, shipped, task, chosen.runtime)
-    result.smoke = serving_smoke_check(out_dir, list(task.canary_inputs))
+    task.write_serving(model_dir, out_dir, shipped, chosen.runtime)
+    result.smoke = serving_smoke_check(out_dir, task.canaries(work))
     if cfg.benchmark:
-        result.timings = time_variants(variants, model_dir)
+        result.timings = time_variants(variants, model_dir, task)
     return result
 
 
 _SMOKE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from serving import OnnxTextClassifier
-model = OnnxTextClassifier(sys.argv[2])
-texts = json.loads(sys.argv[3])
-logits = model.logits(texts)
+from serving import open_classifier
+model = open_classifier(sys.argv[2])
+inputs = json.loads(sys.argv[3])
+logits = model.logits(inputs)
 # The fallback where the shipped runtime is missing: the same file on onnxruntime.
-fallback = OnnxTextClassifier(sys.argv[2], runtime="onnxruntime")
-print(json.dumps({"shape": list(logits.shape), "labels": model.predict(texts),
-                  "backend": model.session.backend, "fallback_labels": fallback.predict(texts),
+fallback = open_classifier(sys.argv[2], runtime="onnxruntime")
+print(json.dumps({"shape": list(logits.shape), "labels": model.predict(inputs),
+                  "backend": model.session.backend, "fallback_labels": fallback.predict(inputs),
                   "torch_loaded": "torch" in sys.modules}))
 """
 
 
-def serving_smoke_check(onnx_dir: Path, canaries: list[str]) -> dict:
+def serving_smoke_check(onnx_dir: Path, canaries: list) -> dict:
     """Load the artifact in a fresh process with its runtime alone (no torch), the one
-    serving.json names, and with onnxruntime (the fallback); run canary texts on both."""
+    serving.json names, and with onnxruntime (the fallback); run the task's canary inputs (texts,
+    image files) on both."""
     import components.serving.serving as serving
 
     serving_dir = str(Path(serving.__file__).parent)  # the module alone, as the registry ships it

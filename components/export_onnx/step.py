@@ -9,25 +9,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.dataset import LABEL, TEXT, read_splits
+from components.core.dataset import LABEL, read_splits
 from components.core.evaluation import EVALUATION_FILE, champion_floor
-from components.core.task import trained_max_length
 from components.core.tracking import RunContext, note, step_run
 from components.export_onnx.export import ExportResult, export_and_check
+from components.tasks import get_task
 
 
 def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext,
         evaluation_dir: Path | None = None) -> ExportResult:
     """Export; the returned result's parity.passed (and the smoke check) gate registration.
     evaluation_dir: evaluate's output, whose champion rule a reduced-precision variant must meet too."""
-    cfg, max_length = params.export_onnx, trained_max_length(model_dir, params.finetune.max_length)
+    cfg, task = params.export_onnx, get_task(params)
     test = read_splits(data_dir)["test"]
     floor = None
     if evaluation_dir is not None and (Path(evaluation_dir) / EVALUATION_FILE).exists():
         floor = champion_floor(json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text()))
     with step_run(ctx, "export_onnx") as track, tempfile.TemporaryDirectory() as work:
-        result = export_and_check(model_dir, onnx_dir, Path(work), test[TEXT].tolist(),
-                                  test[LABEL].tolist(), cfg, max_length, champion_floor=floor)
+        result = export_and_check(model_dir, onnx_dir, Path(work), test[task.input_column].tolist(),
+                                  test[LABEL].tolist(), cfg, task, champion_floor=floor)
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
         track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
                       "openvino_bf16": cfg.openvino_bf16,

@@ -6,10 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.dataset import LABEL, TEXT, label_set, read_splits
-from components.core.task import check_checkpoint
+from components.core.dataset import LABEL, label_set, read_splits
 from components.core.tracking import RunContext, note, step_run
 from components.finetune.finetune import FinetuneResult, LogFn, finetune
+from components.tasks import get_task
 from components.training import distributed, spread
 from components.training.checkpoint import checkpoint_root
 
@@ -27,13 +27,15 @@ def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path 
     cfg = params.finetune
     if base := pretrained_base(base_model_dir):
         cfg = cfg.model_copy(update={"base_model": base})
-    else:
-        check_checkpoint(cfg.base_model, "finetune.base_model")
+    task = get_task(params)
+    if not base:
+        task.check_checkpoint(cfg.base_model, "finetune.base_model")
     splits = read_splits(data_dir)
+    column = task.input_column
     return finetune(
-        splits["train"][TEXT].tolist(), splits["train"][LABEL].tolist(),
-        splits["val"][TEXT].tolist(), splits["val"][LABEL].tolist(),
-        label_set(params.validate_data.labels, data_dir), cfg, model_dir, log=log,
+        splits["train"][column].tolist(), splits["train"][LABEL].tolist(),
+        splits["val"][column].tolist(), splits["val"][LABEL].tolist(),
+        label_set(params.validate_data.labels, data_dir), cfg, model_dir, task=task, log=log,
         checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir),
     )
 
@@ -52,11 +54,12 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
         result = train(data_dir, model_dir, params, base_model_dir,
                        log=lambda metrics, step: track.metrics(metrics, step=step))
         resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
+        chosen = "" if params.finetune.max_length else " (chosen from the data's token lengths)"
+        truncated = (f"; {result.truncated_fraction:.1%} of training texts truncated at {result.max_length} "
+                     f"tokens{chosen}" if result.max_length else "")
         note(f"finetune: {result.steps} steps in {result.train_seconds:.0f}s "
              f"({result.samples_per_second:.0f} samples/s, {result.world_size} process(es){resumed}), "
-             f"val macro-F1 {result.val_macro_f1:.4f}; {result.truncated_fraction:.1%} of training texts "
-             f"truncated at {result.max_length} tokens"
-             + ("" if params.finetune.max_length else " (chosen from the data's token lengths)"))
+             f"val macro-F1 {result.val_macro_f1:.4f}, accuracy {result.val_accuracy:.4f}{truncated}")
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
         if pretrained_base(base_model_dir):
             track.params({"pretrained_base": str(base_model_dir)})

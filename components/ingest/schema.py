@@ -19,7 +19,7 @@ import yaml
 from components.core.config import DataConfig, Params
 from components.core.dataset import LABEL, TEXT, file_md5
 from components.core.errors import DataError, FmpipeError
-from components.ingest.ingest import read_table
+from components.tasks.text_data import read_table
 
 SCHEMA_SUFFIX = ".schema.yaml"
 TEXT_HEADROOM = 1.5  # the longest text seen, times this, is the schema's bound (rounded up to 100s)

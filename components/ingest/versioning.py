@@ -1,4 +1,5 @@
-"""Data versioning with DVC: stage a source file under data/, `dvc add` it, push it to the remote.
+"""Data versioning with DVC: stage a source (a file, or a folder of images) under data/, `dvc add`
+it, push it to the remote.
 
 DVC is driven through its CLI (`python -m dvc`), the interface DVC keeps stable.
 """
@@ -13,15 +14,17 @@ from pathlib import Path
 
 import yaml
 
-from components.core.dataset import file_md5
-from components.core.errors import DataError, FmpipeError
-from components.ingest.ingest import BUILTIN_CORPORA, READABLE, builtin_corpus_path
+from components.core.dataset import data_md5
+from components.core.errors import FmpipeError
+from components.tasks import get_task
+from components.tasks.base import Task
+from components.tasks.text_data import READABLE
 
 
 @dataclass
 class DataVersion:
-    path: Path       # the DVC-tracked file inside the repo
-    md5: str         # DVC's hash of it
+    path: Path       # the DVC-tracked file (or folder) inside the repo
+    md5: str         # its MD5 (a folder's: core/dataset.py data_md5)
     dvc_file: Path   # the .dvc pointer file git tracks
     changed: bool    # False when the content was already tracked (a no-op re-ingest)
 
@@ -36,18 +39,6 @@ def _dvc(repo_root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def resolve_source(source: str) -> Path:
-    """A built-in corpus name or a path, as an existing file path."""
-    if source in BUILTIN_CORPORA:
-        return builtin_corpus_path(source)
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(str(path), None, "file_exists", "no such file")
-    if not path.is_file():
-        raise DataError(str(path), None, "file_exists", "is not a regular file")
-    return path
-
-
 def tracked_md5(dvc_file: Path) -> str | None:
     if not dvc_file.exists():
         return None
@@ -55,9 +46,13 @@ def tracked_md5(dvc_file: Path) -> str | None:
     return outs[0].get("md5")
 
 
-def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> DataVersion:
-    """Copy `source` to data/<name><ext>, track it with DVC and push it; idempotent."""
-    src = resolve_source(source)
+def version_data(source: str, name: str, repo_root: Path, push: bool = True,
+                 task: Task | None = None) -> DataVersion:
+    """Copy `source` to data/<name><ext> (a folder to data/<name>/), track it with DVC and push it;
+    idempotent. The task resolves built-in names (text corpora, image sets)."""
+    src = (task or get_task()).resolve_source(source)
+    if src.is_dir():
+        return _version_folder(src, name, repo_root, push)
     suffix = src.suffix.lower() or ".csv"
     target = repo_root / "data" / f"{name}{suffix}"
     dvc_file = target.with_name(target.name + ".dvc")
@@ -67,12 +62,33 @@ def version_data(source: str, name: str, repo_root: Path, push: bool = True) -> 
         raise FmpipeError(f"the name '{name}' already tracks {others[0].relative_to(repo_root)}; ingest "
                           f"{src.name} under another name (--name), or untrack that file first "
                           f"(dvc remove {others[0].relative_to(repo_root)}.dvc)")
-    md5 = file_md5(src)
-    if tracked_md5(dvc_file) == md5 and target.exists() and file_md5(target) == md5:
+    md5 = data_md5(src)
+    if tracked_md5(dvc_file) == md5 and target.exists() and data_md5(target) == md5:
         return DataVersion(target, md5, dvc_file, changed=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     if src.resolve() != target.resolve():
         shutil.copyfile(src, target)
+    _dvc(repo_root, "add", str(target.relative_to(repo_root)))
+    if push:
+        _dvc(repo_root, "push", str(dvc_file.relative_to(repo_root)))
+    return DataVersion(target, md5, dvc_file, changed=True)
+
+
+def _version_folder(src: Path, name: str, repo_root: Path, push: bool) -> DataVersion:
+    """data/<name>/ as a copy of the folder `src`, tracked by DVC as one directory output."""
+    target = repo_root / "data" / name
+    dvc_file = target.with_name(name + ".dvc")
+    files = _tracked_files(name, repo_root)
+    if files:
+        raise FmpipeError(f"the name '{name}' already tracks {files[0].relative_to(repo_root)}; ingest "
+                          f"{src.name} under another name (--name)")
+    md5 = data_md5(src)
+    if dvc_file.exists() and target.is_dir() and data_md5(target) == md5:
+        return DataVersion(target, md5, dvc_file, changed=False)
+    if src.resolve() != target.resolve():
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(src, target)
     _dvc(repo_root, "add", str(target.relative_to(repo_root)))
     if push:
         _dvc(repo_root, "push", str(dvc_file.relative_to(repo_root)))
@@ -94,7 +110,9 @@ def _tracked_files(name: str, repo_root: Path) -> list[Path]:
 
 
 def find_tracked(name: str, repo_root: Path) -> Path | None:
-    """data/<name>.<ext> when a data set of that name is tracked by DVC."""
+    """data/<name>.<ext> (or the folder data/<name>/) when a data set of that name is tracked by DVC."""
+    if is_data_set_name(name) and (repo_root / "data" / f"{name}.dvc").exists():
+        return repo_root / "data" / name
     files = _tracked_files(name, repo_root)
     if len(files) > 1:
         raise FmpipeError(f"the name '{name}' tracks {len(files)} files ("
@@ -108,6 +126,9 @@ def checkout_revision(tracked: Path, rev: str, repo_root: Path, out_dir: Path) -
     import dvc.api
 
     rel = tracked.relative_to(repo_root)
+    if tracked.is_dir():
+        raise FmpipeError(f"--data-rev reads single-file data sets; {rel} is a folder: check out that "
+                          f"revision (git checkout REV -- {rel}.dvc && dvc checkout {rel}) and run on it")
     target = out_dir / f"{tracked.stem}@{rev.replace('/', '_')}{tracked.suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from components.core.errors import FmpipeError
-from components.core.task import TINY_RANDOM_BERT, resolve_checkpoint, tiny_bert_config
+from components.tasks.text import TINY_RANDOM_BERT, resolve_checkpoint, tiny_bert_config
 from components.training import distributed
 from components.training.batches import length_grouped_batches
 from components.training.checkpoint import CheckpointStore
@@ -193,9 +193,9 @@ def lm_batch(tokenizer: Any, rows: list[list[int]], objective: str, mlm_probabil
     """Padded inputs plus `labels`: masked positions (MLM) or every real token (CLM)."""
     import torch
 
-    from components.core.task import TextClassificationTask
+    from components.tasks.text import TextTask
 
-    batch = TextClassificationTask().collate(tokenizer, rows)
+    batch = TextTask().collate(tokenizer, rows)
     ids, attention = batch["input_ids"], batch["attention_mask"]
     if objective == "clm":
         batch["labels"] = ids.masked_fill(attention == 0, IGNORE)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from components.core.config import Params
 from components.core.dataset import TEXT, read_splits
-from components.core.task import check_checkpoint
 from components.core.tracking import RunContext, note, step_run
 from components.pretrain.pretrain import LogFn, PretrainResult, pretrain
+from components.tasks.text import check_checkpoint
 from components.training import distributed, spread
 from components.training.checkpoint import checkpoint_root
 

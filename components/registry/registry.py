@@ -54,8 +54,10 @@ def _pip_requirements(onnx_dir: Path) -> list[str]:
 
     from components.serving.serving import SERVING_FILE
 
-    packages = ["onnxruntime", "tokenizers", "numpy", "pandas"]
-    if json.loads((onnx_dir / SERVING_FILE).read_text()).get("runtime") == "openvino_bf16":
+    config = json.loads((onnx_dir / SERVING_FILE).read_text())
+    preprocessor = "pillow" if config.get("task") == "image" else "tokenizers"
+    packages = ["onnxruntime", preprocessor, "numpy", "pandas"]
+    if config.get("runtime") == "openvino_bf16":
         packages.append("openvino")  # the fast path; without it serving falls back to onnxruntime
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
 
@@ -74,14 +76,14 @@ def check_contract(client: MlflowClient, model_name: str, contract: Contract) ->
 INPUT_EXAMPLE = ("what a lovely day", "the battery died after an hour")
 
 
-def signature() -> Any:
-    """What the pyfunc takes and returns, for MLflow to show and enforce: one string column of
-    texts in (a list of strings works too: the column is unnamed); each text's label and its
-    probability out."""
+def signature(kind: str = "text") -> Any:
+    """What the pyfunc takes and returns, for MLflow to show and enforce: one unnamed column of
+    texts (strings) or images (encoded bytes) in (a plain list works too); each input's label and
+    its probability out."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("string")]),
+    return ModelSignature(inputs=Schema([ColSpec("binary" if kind == "image" else "string")]),
                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]))
 
 
@@ -135,6 +137,7 @@ def register_model(
     client = mlflow.MlflowClient()
     check_contract(client, model_name, contract)
     here = Path(__file__).parent
+    kind = json.loads((onnx_dir / serving.SERVING_FILE).read_text()).get("task", "text")
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered ..."
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -143,8 +146,9 @@ def register_model(
             code_paths=[serving.__file__],
             pip_requirements=_pip_requirements(onnx_dir),
             registered_model_name=model_name,
-            signature=signature(),
-            input_example=list(INPUT_EXAMPLE),
+            signature=signature(kind),
+            # An image example would be a file of bytes in every version: the signature says it.
+            input_example=list(INPUT_EXAMPLE) if kind == "text" else None,
         )
     version = str(info.registered_model_version)
     if description:

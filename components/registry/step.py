@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params, RegistryConfig
-from components.core.contract import Contract, text_classification
+from components.core.contract import Contract, contract_for
 from components.core.tracking import RunContext, note, step_run
 from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
@@ -44,7 +44,8 @@ def serving_config(onnx_dir: Path) -> dict:
 
 def artifact_contract(onnx_dir: Path) -> Contract:
     """What the exported artifact promises its callers: its task, its labels, its input."""
-    return text_classification(serving_config(onnx_dir)["labels"])
+    config = serving_config(onnx_dir)
+    return contract_for(config.get("task", "text"), config["labels"])
 
 
 def run_register(
@@ -60,6 +61,7 @@ def run_register(
             "fmpipe.data_md5": data_md5,
             "fmpipe.params_digest": params_digest(params.to_json()),
             "fmpipe.base_model": params.finetune.base_model,
+            "fmpipe.task": params.task.kind,
             "fmpipe.mlflow_run_id": track.run_id,
             BLESSED_TAG: str(blessed).lower(),
             PARITY_TAG: str(parity_passed).lower(),

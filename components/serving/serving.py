@@ -1,4 +1,5 @@
-"""Serve an exported model with a runtime + tokenizers only (no torch, no transformers).
+"""Serve an exported model with a runtime and its preprocessor only (no torch, no transformers):
+tokenizers for text, Pillow + numpy for images. `open_classifier` reads serving.json's task.
 
 Self-contained on purpose: it is shipped next to the ONNX file in the registry, and the serving
 smoke check loads it in a fresh process to prove the artifact stands on its own.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_FILE = "model.onnx"
-SERVING_FILE = "serving.json"  # {"labels": [...], "max_length": N, "runtime": one of RUNTIMES}
+SERVING_FILE = "serving.json"  # {"task": ..., "labels": [...], "runtime": one of RUNTIMES, preprocessing}
 RUNTIMES = ("onnxruntime", "openvino_bf16")
 OPENVINO_BF16 = "openvino CPU bf16"  # what Session.backend says when the bf16 path really runs
 ONNXRUNTIME_CPU = "onnxruntime CPUExecutionProvider"  # ... and on onnxruntime's CPU provider
@@ -79,25 +80,50 @@ class Session:
         return self._run(feeds)
 
 
-class OnnxTextClassifier:
+def open_classifier(model_dir: str | Path, intra_op_threads: int = 0,
+                    model_file: str | Path | None = None, runtime: str | None = None) -> OnnxClassifier:
+    """The classifier for the artifact in model_dir, of the task its serving.json names."""
+    config = json.loads((Path(model_dir) / SERVING_FILE).read_text())
+    kind = {"text": OnnxTextClassifier, "image": OnnxImageClassifier}.get(config.get("task", "text"))
+    if kind is None:
+        raise ValueError(f"{model_dir}: serving.json names an unknown task {config.get('task')!r}")
+    return kind(model_dir, intra_op_threads, model_file, runtime)
+
+
+class OnnxClassifier:
+    """What every task's served model shares: the label map, the session and `predict`."""
+
     def __init__(self, model_dir: str | Path, intra_op_threads: int = 0,
                  model_file: str | Path | None = None, runtime: str | None = None) -> None:
-        from tokenizers import Tokenizer
-
         model_dir = Path(model_dir)
-        config = json.loads((model_dir / SERVING_FILE).read_text())
-        self.labels: list[str] = config["labels"]
-        self.max_length: int = config["max_length"]
-        self.runtime: str = runtime or config.get("runtime", "onnxruntime")
+        self.config = json.loads((model_dir / SERVING_FILE).read_text())
+        self.labels: list[str] = self.config["labels"]
+        self.runtime: str = runtime or self.config.get("runtime", "onnxruntime")
         self.session = Session(model_file or model_dir / MODEL_FILE, self.runtime, intra_op_threads)
         if self.runtime == "openvino_bf16" and self.session.backend != OPENVINO_BF16:
             print(f"serving: OpenVINO with bf16 is not available here; running the fp32 graph on "
                   f"{self.session.backend} (same model, slower)", file=sys.stderr)
         self.input_names = self.session.input_names
+
+    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, inputs: list) -> list[str]:
+        return [self.labels[i] for i in self.logits(inputs).argmax(axis=1)]
+
+
+class OnnxTextClassifier(OnnxClassifier):
+    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0,
+                 model_file: str | Path | None = None, runtime: str | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        super().__init__(model_dir, intra_op_threads, model_file, runtime)
+        model_dir = Path(model_dir)
+        self.max_length: int = self.config["max_length"]
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()
-        self.pad_id = int(config.get("pad_token_id", 0))
+        self.pad_id = int(self.config.get("pad_token_id", 0))
 
     def _batch(self, texts: list[str]) -> dict[str, np.ndarray]:
         encoded = self.tokenizer.encode_batch(list(texts))
@@ -120,5 +146,46 @@ class OnnxTextClassifier:
             out[idx] = self.session.run(self._batch([texts[i] for i in idx]))
         return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
+
+class OnnxImageClassifier(OnnxClassifier):
+    """Images in (encoded bytes, a file path, or an HxW / HxWxC uint8 array); serving.json gives
+    the side, the channels and the normalisation the model was trained with."""
+
+    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0,
+                 model_file: str | Path | None = None, runtime: str | None = None) -> None:
+        super().__init__(model_dir, intra_op_threads, model_file, runtime)
+        self.size: int = int(self.config["size"])
+        self.channels: int = int(self.config["channels"])
+        self.mean = np.asarray(self.config["mean"], dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(self.config["std"], dtype=np.float32).reshape(-1, 1, 1)
+
+    def pixels(self, item: object) -> np.ndarray:
+        """One image as a (channels, size, size) float32 array, normalised."""
+        return (image_array(item, self.size, self.channels).astype(np.float32) / 255.0 - self.mean) / self.std
+
+    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(inputs), batch_size):
+            batch = np.stack([self.pixels(item) for item in inputs[start : start + batch_size]])
+            out[start : start + len(batch)] = self.session.run({self.input_names[0]: batch})
+        return out
+
+
+def image_array(item: object, size: int, channels: int) -> np.ndarray:
+    """An image (encoded bytes, a path, or a uint8 array) as uint8 (channels, size, size): converted
+    to grey (L) or RGB, resized with bilinear filtering when its side differs."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(item, np.ndarray):
+        image = Image.fromarray(item)
+    elif isinstance(item, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(item))
+    else:
+        image = Image.open(str(item))
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)

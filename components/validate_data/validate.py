@@ -15,9 +15,11 @@ import pandas as pd
 from components.core.config import ValidateConfig
 from components.core.dataset import LABEL, SPLITS, TEXT
 from components.core.errors import DataError
+from components.tasks import get_task
+from components.tasks.base import Task
 
 ALL = "all_splits"            # every split together, for the row-count rule
-UNIQUE_PER_SPLIT = "leakage"  # one row per (split, distinct text), for the leakage rule
+UNIQUE_PER_SPLIT = "leakage"  # one row per (split, distinct example key), for the leakage rule
 CLASSES = "train_classes"     # one row per label of the train split: count and share
 
 # Our names for the rules that Great Expectations expresses on a derived table.
@@ -53,22 +55,21 @@ class ValidationReport:
         return [c for c in self.checks if not c.success and c.severity == "warn"]
 
 
-def build_suites(cfg: ValidateConfig, labels: list[str]) -> dict[str, list[Any]]:
-    """Expectations per table, generated from params."""
+def build_suites(cfg: ValidateConfig, labels: list[str], task: Task | None = None) -> dict[str, list[Any]]:
+    """Expectations per table, generated from params: the task's on its inputs, then the label,
+    duplicate, size, class and leakage rules every task shares."""
     import great_expectations.expectations as gxe
+
+    task = task or get_task()
 
     def per_split() -> list[Any]:  # fresh objects per table: a suite takes ownership
         return [
-            gxe.ExpectTableColumnsToMatchSet(column_set=[TEXT, LABEL], exact_match=False),
-            gxe.ExpectColumnValuesToNotBeNull(column=TEXT),
+            *task.expectations(labels, cfg),
             gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
-            gxe.ExpectColumnValuesToBeOfType(column=TEXT, type_="str"),
             gxe.ExpectColumnValuesToBeOfType(column=LABEL, type_="str"),
             gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(labels)),
-            gxe.ExpectColumnValueLengthsToBeBetween(
-                column=TEXT, min_value=cfg.text_min_chars, max_value=cfg.text_max_chars or None),
             gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-                column=TEXT, min_value=1.0 - cfg.max_duplicate_rate),
+                column=task.key_column, min_value=1.0 - cfg.max_duplicate_rate),
         ]
 
     suites: dict[str, list[Any]] = {name: per_split() for name in SPLITS}
@@ -80,15 +81,15 @@ def build_suites(cfg: ValidateConfig, labels: list[str]) -> dict[str, list[Any]]
             column="share", min_value=cfg.class_share_min, max_value=cfg.class_share_max),
     ]
     if cfg.require_no_leakage:
-        suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=TEXT)]
+        suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=task.key_column)]
     return suites
 
 
-def _tables(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def _tables(splits: dict[str, pd.DataFrame], key: str) -> dict[str, pd.DataFrame]:
     tables = dict(splits)
     tables[ALL] = pd.concat(splits.values(), ignore_index=True)
     tables[UNIQUE_PER_SPLIT] = pd.concat(
-        [pd.DataFrame({TEXT: part[TEXT].dropna().unique()}) for part in splits.values()],
+        [pd.DataFrame({key: part[key].dropna().unique()}) for part in splits.values()],
         ignore_index=True,
     )
     counts = splits["train"][LABEL].value_counts()
@@ -126,6 +127,8 @@ SETTINGS = {
 
 def _bound(kwargs: dict[str, Any]) -> str:
     """An expectation's bound in words: `between 1 and 500`, `at least 20`, `one of [a, b]`."""
+    if kwargs.get("value_set") == [""]:  # a column that names a problem: empty means none
+        return "no error"
     if "value_set" in kwargs:
         return f"one of [{', '.join(map(str, kwargs['value_set']))}]"
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
@@ -137,26 +140,41 @@ def _bound(kwargs: dict[str, Any]) -> str:
 
 
 def _explained(detail: str, rule: str, expectation_type: str, kwargs: dict[str, Any],
-               table: pd.DataFrame) -> str:
+               table: pd.DataFrame, task: Task) -> str:
     """A failed rule's detail with its bound, the value observed and the setting that changes it."""
     parts = [detail]
     if bound := _bound(kwargs):
         parts.append(f"bound: {bound}")
-    if expectation_type == "expect_column_value_lengths_to_be_between":
+    if expectation_type == "expect_column_value_lengths_to_be_between" and TEXT in table:
         lengths = table[TEXT].dropna().astype(str).str.len()
         parts.append(f"observed lengths {int(lengths.min())}..{int(lengths.max())} chars")
-    if setting := SETTINGS.get(rule) or SETTINGS.get(expectation_type):
+    if setting := task.settings_for(expectation_type, kwargs.get("column")) or SETTINGS.get(rule) \
+            or SETTINGS.get(expectation_type):
         parts.append(f"set by {setting}")
     return "; ".join(parts)
 
 
-def _rule_name(table: str, expectation_type: str, column: str | None) -> str:
+def _rule_name(table: str, expectation_type: str, column: str | None, task: Task) -> str:
     return (RULE_NAMES.get((table, expectation_type)) or RULE_NAMES.get((table, column or ""))
-            or expectation_type)
+            or task.rule_names.get((expectation_type, column or "")) or expectation_type)
+
+
+# A table with this column names each row's source file: a failed rule names the files too.
+PATH = "path"
+
+
+def _files(result: dict[str, Any]) -> str:
+    """'; files: a.png, b.png' from Great Expectations' unexpected rows, when it listed them."""
+    rows = result.get("unexpected_index_list") or []
+    files = list(dict.fromkeys(str(row.get(PATH)) for row in rows if isinstance(row, dict) and PATH in row))
+    if not files:
+        return ""
+    more = f" (+{len(files) - 3} more)" if len(files) > 3 else ""
+    return f"; file(s): {', '.join(files[:3])}{more}"
 
 
 def validate_splits(
-    splits: dict[str, pd.DataFrame], cfg: ValidateConfig, labels: list[str]
+    splits: dict[str, pd.DataFrame], cfg: ValidateConfig, labels: list[str], task: Task | None = None,
 ) -> ValidationReport:
     """Run the suites; return every check with its verdict. Raises nothing: see `raise_on_failure`."""
     import logging
@@ -168,19 +186,24 @@ def validate_splits(
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas("fmpipe")
+    task = task or get_task()
     report = ValidationReport(success=True)
-    tables = _tables(splits)
-    for table, expectations in build_suites(cfg, labels).items():
+    tables = _tables(splits, task.key_column)
+    for table, expectations in build_suites(cfg, labels, task).items():
         batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"fmpipe_{table}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
-        result = batch_def.get_batch(batch_parameters={"dataframe": tables[table]}).validate(suite)
+        result_format: dict[str, Any] = {"result_format": "SUMMARY"}
+        if PATH in tables[table]:
+            result_format.update(result_format="COMPLETE", unexpected_index_column_names=[PATH])
+        result = batch_def.get_batch(batch_parameters={"dataframe": tables[table]}).validate(
+            suite, result_format=result_format)
         report.raw[table] = result.to_json_dict()
         for item in result.results:
             config = item.expectation_config
             column = config.kwargs.get("column")
-            rule = _rule_name(table, config.type, column)
+            rule = _rule_name(table, config.type, column, task)
             if table == CLASSES:  # report it against the label column, with the offending labels
                 column = LABEL
             detail = "ok" if item.success else _describe(item.result or {})
@@ -191,7 +214,8 @@ def validate_splits(
                 bad = tables[CLASSES].loc[item.result.get("partial_unexpected_index_list") or [], LABEL]
                 detail = f"{detail}; labels: {bad.tolist() or 'see report'}"
             if not item.success:
-                detail = _explained(detail, rule, config.type, config.kwargs, tables[table])
+                detail = _explained(detail, rule, config.type, config.kwargs, tables[table], task)
+                detail += _files(item.result or {})
             report.checks.append(Check(table=table, rule=rule, column=column, success=bool(item.success),
                                        severity=cfg.severity.get(rule, "error"), detail=detail))
     report.success = not report.failures

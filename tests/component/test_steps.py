@@ -13,7 +13,6 @@ import pytest
 
 from components.core.errors import GateError
 from components.core.evaluation import EVALUATION_FILE, champion_floor
-from components.core.task import TextClassificationTask
 from components.core.tracking import RunContext, connect
 from components.evaluate import step as evaluate_step
 from components.export_onnx import step as export_step
@@ -22,6 +21,7 @@ from components.ingest import step as ingest_step
 from components.registry import step as registry_step
 from components.registry.registry import current_alias_version, promote, register_model
 from components.registry.step import artifact_contract
+from components.tasks.text import TextTask
 from components.validate_data import step as validate_step
 
 
@@ -173,7 +173,7 @@ def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatc
     texts = ["what a lovely day", "this is awful, I hate it"]
     plain = OnnxTextClassifier(onnx_dir, runtime="onnxruntime")
     assert np.array_equal(served.logits(texts), plain.logits(texts))
-    assert result.smoke["fallback_labels"] == plain.predict(list(TextClassificationTask().canary_inputs))
+    assert result.smoke["fallback_labels"] == plain.predict(list(TextTask().canary_inputs))
 
 
 def test_registered_version_is_servable_from_the_registry_alone(chain):

