@@ -111,7 +111,8 @@ def _tracked_files(name: str, repo_root: Path) -> list[Path]:
 
 def find_tracked(name: str, repo_root: Path) -> Path | None:
     """data/<name>.<ext> (or the folder data/<name>/) when a data set of that name is tracked by DVC."""
-    if is_data_set_name(name) and (repo_root / "data" / f"{name}.dvc").exists():
+    folder_dvc = repo_root / "data" / f"{name}.dvc"
+    if is_data_set_name(name) and (tracked_md5(folder_dvc) or "").endswith(".dir"):  # DVC's folder hash
         return repo_root / "data" / name
     files = _tracked_files(name, repo_root)
     if len(files) > 1:

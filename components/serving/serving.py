@@ -158,10 +158,12 @@ class OnnxImageClassifier(OnnxClassifier):
         self.channels: int = int(self.config["channels"])
         self.mean = np.asarray(self.config["mean"], dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(self.config["std"], dtype=np.float32).reshape(-1, 1, 1)
+        self.resample: str = self.config.get("resample", "bilinear")
 
     def pixels(self, item: object) -> np.ndarray:
         """One image as a (channels, size, size) float32 array, normalised."""
-        return (image_array(item, self.size, self.channels).astype(np.float32) / 255.0 - self.mean) / self.std
+        pixels = image_array(item, self.size, self.channels, self.resample).astype(np.float32)
+        return (pixels / 255.0 - self.mean) / self.std
 
     def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
         out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
@@ -171,9 +173,9 @@ class OnnxImageClassifier(OnnxClassifier):
         return out
 
 
-def image_array(item: object, size: int, channels: int) -> np.ndarray:
+def image_array(item: object, size: int, channels: int, resample: str = "bilinear") -> np.ndarray:
     """An image (encoded bytes, a path, or a uint8 array) as uint8 (channels, size, size): converted
-    to grey (L) or RGB, resized with bilinear filtering when its side differs."""
+    to grey (L) or RGB, resized with `resample` filtering (bilinear, bicubic) when its side differs."""
     import io
 
     from PIL import Image
@@ -186,6 +188,6 @@ def image_array(item: object, size: int, channels: int) -> np.ndarray:
         image = Image.open(str(item))
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        image = image.resize((size, size), Image.Resampling[resample.upper()])
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)

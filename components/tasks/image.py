@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 PREPROCESSOR_FILE = "preprocessor.json"
 LABELS_FILE = "labels.json"
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+EFFICIENTNET_LITE0_RANDOM = "efficientnet-lite0-random"  # the same network, random init (to measure transfer)
 
 
 def _resnet(channels: int, **head: Any) -> Any:
@@ -75,7 +76,7 @@ def _mobilenet(channels: int, **head: Any) -> Any:
 
 # Models built from a config (random init): name -> config builder.
 CONFIG_MODELS = {"resnet-small": _resnet, "resnet-tiny": _resnet_tiny, "mobilenet-v2-small": _mobilenet}
-BUILTIN_MODELS = (*CONFIG_MODELS, EFFICIENTNET_LITE0)
+BUILTIN_MODELS = (*CONFIG_MODELS, EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_RANDOM)
 
 
 @dataclass
@@ -98,13 +99,14 @@ class ImageProcessor:
         return cls(**json.loads((Path(model_dir) / PREPROCESSOR_FILE).read_text()))
 
 
-def decode_all(inputs: list[Any], size: int, channels: int) -> np.ndarray:
-    """Encoded images (bytes or paths) as one uint8 array (n, channels, size, size)."""
+def decode_all(inputs: list[Any], size: int, channels: int, resample: str = "bilinear") -> np.ndarray:
+    """Encoded images (bytes or paths) as one uint8 array (n, channels, size, size), decoded and
+    resized exactly as the served preprocessor does (serving.py: image_array)."""
     from components.serving.serving import image_array
 
     out = np.empty((len(inputs), channels, size, size), dtype=np.uint8)
     for i, item in enumerate(inputs):
-        out[i] = image_array(item, size, channels)
+        out[i] = image_array(item, size, channels, resample)
     return out
 
 
@@ -268,7 +270,7 @@ class ImageTask(Task):
     def resolve_checkpoint(self, base_model: str) -> str:
         if base_model == EFFICIENTNET_LITE0:
             return str(_efficientnet_weights())
-        return base_model if base_model in CONFIG_MODELS else str(Path(base_model).expanduser())
+        return base_model if base_model in BUILTIN_MODELS else str(Path(base_model).expanduser())
 
     def load_pretrained(self, base_model: str, labels: list[str], *, dropout: float | None = None,
                         attn_implementation: str | None = None) -> tuple[ImageProcessor, Any]:
@@ -277,11 +279,12 @@ class ImageTask(Task):
         head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                 "label2id": {name: i for i, name in enumerate(labels)}}
         channels = self.cfg.channels
-        if base_model == EFFICIENTNET_LITE0:
+        if base_model in (EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_RANDOM):
             size = self.cfg.size or 224
             # ImageNet weights take RGB normalised to -1..1 (the TF-Lite recipe).
             processor = ImageProcessor(size, 3, [0.5] * 3, [0.5] * 3, "bicubic")
-            return processor, efficientnet_lite0(len(labels), size)
+            imagenet = base_model == EFFICIENTNET_LITE0
+            return processor, efficientnet_lite0(len(labels), size, pretrained=imagenet)
         processor = ImageProcessor(self.cfg.size, channels)
         if base_model in CONFIG_MODELS:
             model = AutoModelForImageClassification.from_config(CONFIG_MODELS[base_model](channels, **head))
@@ -311,7 +314,7 @@ class ImageTask(Task):
         and std when the model has no normalisation of its own (built from a config)."""
         if not processor.size:
             processor.size = most_common_side(inputs)
-        pixels = decode_all(inputs, processor.size, processor.channels)
+        pixels = decode_all(inputs, processor.size, processor.channels, processor.resample)
         if processor.mean is None:
             sample = pixels[: 5000].astype(np.float32) / 255.0
             processor.mean = [float(m) for m in sample.mean(axis=(0, 2, 3))]
@@ -341,7 +344,8 @@ class ImageTask(Task):
         out = []
         with torch.inference_mode(), autocast_context(device, bf16):
             for start in range(0, len(inputs), batch_size):
-                pixels = decode_all(inputs[start : start + batch_size], processor.size, processor.channels)
+                pixels = decode_all(inputs[start : start + batch_size], processor.size, processor.channels,
+                                    processor.resample)
                 batch = self.collate(processor, pixels)["pixel_values"].to(device)
                 out.append(model(pixel_values=batch).logits.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(model.config.id2label)), dtype=np.float32)

