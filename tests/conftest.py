@@ -66,3 +66,36 @@ def make_project(root: Path, overrides: list[str]) -> Path:
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True, env=env)
     shutil.copyfile(REPO / ".dvc" / "config", root / ".dvc" / "config")
     return root
+
+
+def stage_a_version(root: Path, model: str) -> None:
+    """The project's registry holds version 1 of `model` in `staging`: something real for a bad
+    run to leave untouched (the active MLflow store becomes the project's)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    client.create_registered_model(model)
+    version = client.create_model_version(model, source=str(root), run_id=None)
+    client.set_registered_model_alias(model, "staging", version.version)
+
+
+def registry_state(model: str) -> tuple[int, str]:
+    """How many versions `model` has, and which one holds `staging`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    return (len(client.search_model_versions(f"name='{model}'")),
+            str(client.get_model_version_by_alias(model, "staging").version))
+
+
+def run_stages(args: list[str], stages: tuple[str, ...] = ("ingest", "validate_data")) -> dict[str, int]:
+    """`fmpipe step STAGE ARGS` in this process, stage by stage, until one fails: exit codes."""
+    from pipelines.cli import main
+
+    codes = {}
+    for stage in stages:
+        codes[stage] = main(["step", stage, *args])
+        if codes[stage]:
+            break
+    return codes

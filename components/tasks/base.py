@@ -42,6 +42,11 @@ class CleanReport:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
     changed: dict[str, int] = field(default_factory=dict)  # rule -> rows modified
 
+    def drop(self, frame: pd.DataFrame, mask: pd.Series, reason: str) -> pd.DataFrame:
+        """frame without the rows in mask, counted under reason."""
+        self.dropped[reason] = int(mask.sum())
+        return frame[~mask]
+
 
 @dataclass
 class Prepared:

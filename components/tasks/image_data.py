@@ -273,13 +273,9 @@ def clean_images(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
     report = CleanReport(rows_in=len(frame))
     df = frame.copy()
 
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal df
-        report.dropped[reason] = int(mask.sum())
-        df = df[~mask]
-
-    drop(df[LABEL].isna() | (df[LABEL].astype(str).str.strip() == ""), "missing_label")
-    drop(df.duplicated([SHA, LABEL], keep="first") & (df[DECODE_ERROR] == ""), "exact_duplicate")
-    drop(df.groupby(SHA)[LABEL].transform("nunique") > 1, "conflicting_labels")
+    df = report.drop(df, df[LABEL].isna() | (df[LABEL].astype(str).str.strip() == ""), "missing_label")
+    repeated = df.duplicated([SHA, LABEL], keep="first") & (df[DECODE_ERROR] == "")
+    df = report.drop(df, repeated, "exact_duplicate")
+    df = report.drop(df, df.groupby(SHA)[LABEL].transform("nunique") > 1, "conflicting_labels")
     report.rows_out = len(df)
     return df.reset_index(drop=True), report

