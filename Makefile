@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images image-data test test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images image-data test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ image-data:  ## install Fashion-MNIST (Debian's dataset-fashion-mnist) if it is 
 run-images: setup image-data  ## the image task: Fashion-MNIST through the same pipeline (ARGS=--force)
 	$(VENV)/bin/fmpipe run --params params.fashion-mnist.yaml $(ARGS)
 
-test: setup  ## the test suite (unit, component, kfp.local end to end)
-	$(VENV)/bin/pytest -q
+test: setup  ## the test suite (unit, component, kfp.local end to end), without the slow tests
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: setup  ## the slow tests: more whole-pipeline runs and torch.compile (CI runs them too)
+	$(VENV)/bin/pytest -q -m slow
 
 test-fast: setup  ## unit tests only
 	$(VENV)/bin/pytest -q tests/unit

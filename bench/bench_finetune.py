@@ -89,8 +89,8 @@ def run_trainer(data: dict, work: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from components.finetune.finetune import macro_f1_and_accuracy
     from components.tasks.text import resolve_checkpoint
+    from components.training.classifier import macro_f1_and_accuracy
 
     labels = data["labels"]
     index = {name: i for i, name in enumerate(labels)}
@@ -129,8 +129,8 @@ def run_ours(data: dict, work: Path, overrides: list[str]) -> dict:
     import numpy as np
 
     from components.core.config import apply_overrides, parse_params
-    from components.finetune.finetune import finetune, macro_f1_and_accuracy
     from components.tasks.text import TextTask
+    from components.training.classifier import finetune, macro_f1_and_accuracy
 
     raw = apply_overrides(data["params"].model_dump(), [
         f"finetune.batch_size={BATCH}", f"finetune.max_length={SEQ}", f"finetune.epochs={EPOCHS}",

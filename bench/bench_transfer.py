@@ -60,8 +60,8 @@ def compare(pair: str, overrides: list[str], scratch: str, pretrained: str, args
     from components.core.config import load_params
     from components.core.dataset import LABEL
     from components.core.splitting import split_by_key
-    from components.finetune.finetune import finetune
     from components.tasks import get_task
+    from components.training.classifier import finetune
 
     params = load_params(REPO / "params.fashion-mnist.yaml",
                          ["finetune.checkpoint_every_steps=0", *overrides])

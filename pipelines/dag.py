@@ -20,7 +20,7 @@ from components.registry.component import promote, register
 from components.validate_data.component import validate_data
 from pipelines.steps import STEPS  # noqa: F401 - re-exported: the order this DAG wires
 
-PIPELINE_NAME = "fmpipe-text-classification"
+PIPELINE_NAME = "fmpipe-training"  # every task runs the same DAG
 
 
 def with_credentials(task, secret: str):  # noqa: ANN001, ANN201 - a KFP task

@@ -35,7 +35,8 @@ TABLE = (
     # The registered model's name comes from data.name: its contract and its production data.
     Step("validate_data", ("data",), ("validation",), ("task", "data", "validate_data", "registry"),
          ("components/validate_data",), data=True),
-    Step("pretrain", ("data", "validation"), ("pretrained",), ("pretrain",),
+    # Images pretrain on another data set (pretrain.source), split as ingest splits.
+    Step("pretrain", ("data", "validation"), ("pretrained",), ("task", "pretrain", "ingest"),
          ("components/pretrain", TRAINING)),
     # The label set comes from validate_data.labels (or the schema, through data/).
     Step("finetune", ("data", "validation", "pretrained"), ("model",),

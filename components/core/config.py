@@ -196,6 +196,9 @@ class FinetuneConfig(TrainLoopFields):
 
 class PretrainConfig(TrainLoopFields):
     enabled: bool = False
+    # Images: the labelled data set (a built-in name or a path) the network is trained on first,
+    # supervised; finetune then starts from that network with a new head (transfer learning).
+    source: str = ""
     objective: Literal["mlm", "clm"] = "mlm"
     mode: Literal["continued", "scratch"] = "continued"
     base_model: str = "minilm"                 # continued: the checkpoint to adapt
@@ -359,11 +362,14 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _task_fits(self) -> Params:
+        if self.task.kind == "text" and self.pretrain.source:
+            raise ValueError("pretrain.source is for the image task; text pretrains on the data set's "
+                             "own text (pretrain.objective)")
         if self.task.kind != "text":
-            if self.pretrain.enabled:
-                raise ValueError(f"pretrain.enabled: pretraining is built for text only; for "
-                                 f"{self.task.kind} models, train on the source data set first and give "
-                                 "that model as finetune.base_model (transfer learning)")
+            if self.pretrain.enabled and not self.pretrain.source:
+                raise ValueError(f"pretrain.enabled: {self.task.kind} models pretrain on another labelled "
+                                 "data set: name it in pretrain.source (e.g. fashion-mnist), and the "
+                                 "network in pretrain.base_model (e.g. resnet-small)")
             if self.finetune.method == "lora":
                 raise ValueError(f"finetune.method=lora is built for text models; use full for "
                                  f"{self.task.kind}")

@@ -8,10 +8,10 @@ from pathlib import Path
 from components.core.config import Params
 from components.core.dataset import LABEL, label_set, read_splits
 from components.core.tracking import RunContext, note, step_run
-from components.finetune.finetune import FinetuneResult, LogFn, finetune
 from components.tasks import get_task
 from components.training import distributed, spread
 from components.training.checkpoint import checkpoint_root
+from components.training.classifier import FinetuneResult, LogFn, finetune
 
 
 def pretrained_base(base_model_dir: Path | None) -> str | None:

@@ -1,4 +1,6 @@
-"""The pretrain step as the pipeline runs it: LM pretraining on the splits' text, tracked."""
+"""The pretrain step as the pipeline runs it, tracked. Text: LM pretraining on the splits' text.
+Images: supervised training on another labelled data set (pretrain.source), whose network
+finetune then starts from with a new head: transfer learning."""
 
 from __future__ import annotations
 
@@ -6,13 +8,16 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from components.core.config import Params
-from components.core.dataset import TEXT, read_splits
+from components.core.config import FinetuneConfig, Params, TrainLoopFields
+from components.core.dataset import LABEL, TEXT, data_md5, read_splits
+from components.core.splitting import split_by_key
 from components.core.tracking import RunContext, note, step_run
 from components.pretrain.pretrain import LogFn, PretrainResult, pretrain
+from components.tasks import get_task
 from components.tasks.text import check_checkpoint
 from components.training import distributed, spread
 from components.training.checkpoint import checkpoint_root
+from components.training.classifier import FinetuneResult, finetune
 
 SKIPPED_FILE = "pretrain_skipped.json"
 
@@ -27,6 +32,24 @@ def train(data_dir: Path, model_dir: Path, params: Params, log: LogFn | None = N
                     checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir))
 
 
+def train_on_source(model_dir: Path, params: Params, log: LogFn | None = None) -> FinetuneResult:
+    """Images: train pretrain.base_model on the data set pretrain.source (read, cleaned and split as
+    ingest does), with the pretrain section's loop settings; save it where finetune looks."""
+    cfg, task = params.pretrain, get_task(params)
+    task.check_checkpoint(cfg.base_model, "pretrain.base_model")
+    source = task.resolve_source(cfg.source)
+    frame, _ = task.read(source)
+    cleaned, _ = task.clean(frame)
+    splits = split_by_key(cleaned, task.group_keys(cleaned), params.ingest, str(source))
+    loop = FinetuneConfig(**{name: getattr(cfg, name) for name in TrainLoopFields.model_fields},
+                          base_model=cfg.base_model)
+    column = task.input_column
+    return finetune(splits["train"][column].tolist(), splits["train"][LABEL].tolist(),
+                    splits["val"][column].tolist(), splits["val"][LABEL].tolist(),
+                    sorted(splits["train"][LABEL].unique()), loop, model_dir, task=task, log=log,
+                    checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir))
+
+
 def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> PretrainResult | None:
     """Pretrain when pretrain.enabled; otherwise leave a marker and no model, and finetune starts
     from finetune.base_model (so a DAG may wire this step in unconditionally)."""
@@ -34,6 +57,17 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Pre
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / SKIPPED_FILE).write_text(json.dumps({"enabled": False}))
         note("pretrain: disabled (pretrain.enabled=false); finetune starts from finetune.base_model")
+        return None
+    if params.task.kind != "text":  # supervised, on another data set; its figures go to MLflow
+        with step_run(ctx, "pretrain") as track:
+            track.params({**params.pretrain.model_dump(), "source_md5": data_md5(
+                get_task(params).resolve_source(params.pretrain.source))})
+            result = train_on_source(model_dir, params,
+                                     log=lambda metrics, step: track.metrics(metrics, step=step))
+            note(f"pretrain: {params.pretrain.base_model} trained on {params.pretrain.source}, "
+                 f"{result.steps} steps in {result.train_seconds:.0f}s, val accuracy "
+                 f"{result.val_accuracy:.4f}; finetune starts from it with a new head")
+            track.metrics({"pretrain_val_accuracy": result.val_accuracy}, parent=True)
         return None
     processes = spread.processes_for(params.pretrain.processes, "pretrain.processes")
     if processes > 1 and not spread.inside_torchrun():

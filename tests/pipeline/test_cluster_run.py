@@ -50,6 +50,7 @@ def pipeline_runs(project: Path, data_source: Path) -> list:
         f"tags.`fmpipe.kind` = 'pipeline' and tags.`fmpipe.data_source` = '{data_source}'"))
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_each_run_is_filed_under_its_job_id_and_the_exit_handler_finishes_it(project, tiny_csv):
     assert run_like_a_cluster(project, tiny_csv) == {"succeeded": True}
     (parent,) = pipeline_runs(project, tiny_csv)

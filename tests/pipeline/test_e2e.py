@@ -122,6 +122,7 @@ def test_user_mistakes_print_one_line(project):
     assert "finetune.epochs='zero'" in bad_param.stderr
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_a_rerun_of_inputs_evaluate_did_not_bless_does_nothing_either(project, good_run):
     strict = ("-S", "evaluate.min_macro_f1=0.99")  # no tiny model gets there
     first = fmpipe(project, "run", "--data", "tweets.csv", *strict)
@@ -135,6 +136,7 @@ def test_a_rerun_of_inputs_evaluate_did_not_bless_does_nothing_either(project, g
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_data_rev_trains_on_an_older_data_version(project, good_run):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)
@@ -270,6 +272,7 @@ def test_absolute_home_and_relative_paths_name_the_same_data_set(project, good_r
         assert result.stdout.count("\n") == 3 and "what a lovely day" in result.stdout
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_a_second_data_set_gets_its_own_schema_model_and_aliases(project, good_run, tmp_path):
     before = [(v.version, v.aliases) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")]
     reviews = tmp_path / "reviews.csv"

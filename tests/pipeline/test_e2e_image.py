@@ -1,6 +1,7 @@
 """The image task through the same DAG under kfp.local, through the CLI, in a fresh project: a
-folder of real Fashion-MNIST images, a tiny random-init ResNet, registered and staged, served by
-`fmpipe predict` and the MLflow pyfunc from image files and bytes."""
+folder of real Fashion-MNIST images, a tiny ResNet pretrained on other clothes by the pretrain
+step, fine-tuned, registered and staged, served by `fmpipe predict` and the MLflow pyfunc from
+image files and bytes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ OVERRIDES = ["task.kind=image", "finetune.base_model=resnet-tiny", "finetune.epo
              "finetune.batch_size=16", "finetune.learning_rate=3e-3", "finetune.bf16=false",
              "validate_data.min_rows=50",
              "evaluate.require_beat_baselines=false", "evaluate.min_accuracy=0", "evaluate.min_macro_f1=0",
-             "export_onnx.benchmark=false"]
+             "export_onnx.benchmark=false",
+             # Transfer learning: the pretrain step trains the network on other clothes first.
+             "pretrain.enabled=true", "pretrain.source=closet", "pretrain.base_model=resnet-tiny",
+             "pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.bf16=false"]
 pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 
 
@@ -36,10 +40,11 @@ def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("e2e_image") / "proj", OVERRIDES)
-    for name, label in CLASSES.items():
-        (root / "wardrobe" / name).mkdir(parents=True)
-        for i, pixels in enumerate(fashion(40, label)):
-            Image.fromarray(pixels).save(root / "wardrobe" / name / f"{i}.png")
+    for folder, classes, n in (("wardrobe", CLASSES, 40), ("closet", {"Dress": 3, "Coat": 4}, 20)):
+        for name, label in classes.items():
+            (root / folder / name).mkdir(parents=True)
+            for i, pixels in enumerate(fashion(n, label)):
+                Image.fromarray(pixels).save(root / folder / name / f"{i}.png")
     mlflow.set_tracking_uri(f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
     return root
 
@@ -52,6 +57,7 @@ def good_run(project):
 def test_the_image_task_runs_the_same_dag_to_staging(project, good_run):
     assert good_run.returncode == 0, good_run.stdout[-3000:] + good_run.stderr[-3000:]
     assert "SUCCEEDED" in good_run.stdout and "baseline pixels_logreg" in good_run.stdout
+    assert "pretrain: resnet-tiny trained on closet" in good_run.stdout
     (version,) = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
     assert current_alias_version(MODEL, "staging") == str(version.version)
     contract = json.loads(version.tags["fmpipe.contract"])

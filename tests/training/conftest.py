@@ -52,7 +52,7 @@ def finetune_cfg(*overrides: str):  # noqa: ANN201 - a FinetuneConfig
 
 def run_finetune(splits: dict, out: Path, *overrides: str, **kwargs):  # noqa: ANN003, ANN201
     """finetune() in this process on the fixture's splits."""
-    from components.finetune.finetune import finetune
+    from components.training.classifier import finetune
 
     train, val = splits["train"], splits["val"]
     return finetune(train["text"].tolist(), train["label"].tolist(), val["text"].tolist(),

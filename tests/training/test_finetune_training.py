@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from components.core.errors import FmpipeError
-from components.finetune.finetune import balanced_class_weights, macro_f1_and_accuracy
 from components.tasks.text import TextTask
+from components.training.classifier import balanced_class_weights, macro_f1_and_accuracy
 from components.training.loop import seed_everything
 from tests.training.conftest import LABELS, finetune_cfg, run_finetune
 
@@ -114,6 +114,7 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(splits, tmp_path):
     assert not (saved[f"{layer}.query.weight"] == start[f"{layer}.query.weight"]).all()
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_compiled_training_matches_eager(splits, tmp_path):
     """`compile: true` (torch.compile, inductor on the CPU here) trains the same model as eager:
     the same losses to float rounding, with dynamic padding's changing batch shapes. Dropout off:

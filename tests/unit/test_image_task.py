@@ -113,7 +113,7 @@ def test_a_params_file_inherits_another_and_changes_only_what_it_says(tmp_path):
 
 
 def test_settings_text_alone_supports_are_refused_for_images():
-    with pytest.raises(ConfigError, match="pretraining is built for text only"):
+    with pytest.raises(ConfigError, match="pretrain on another labelled data set"):
         load_params_from({"task": {"kind": "image"}, "pretrain": {"enabled": True}})
     with pytest.raises(ConfigError, match="lora is built for text"):
         load_params_from({"task": {"kind": "image"}, "finetune": {"method": "lora"}})

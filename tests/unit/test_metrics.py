@@ -5,7 +5,7 @@ import pytest
 
 from components.evaluate.evaluate import classification_metrics
 from components.export_onnx.export import macro_f1 as export_macro_f1
-from components.finetune.finetune import macro_f1_and_accuracy
+from components.training.classifier import macro_f1_and_accuracy
 
 LABELS = ["negative", "neutral", "positive", "sarcastic"]  # "sarcastic": never true, never predicted
 

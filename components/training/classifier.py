@@ -1,6 +1,7 @@
-"""finetune: a fast, plain training loop for classification, whatever the task (text, image).
+"""Training a classifier, whatever the task (text, image): a fast, plain loop. The finetune step
+runs it on the data set; for images the pretrain step runs it on a source data set first.
 
-The recipe measured fastest on CPU without losing quality (see DESIGN.md): bf16 autocast, padding
+The recipe measured fastest on CPU without losing quality (README.md, Training): bf16 autocast, padding
 to the longest row of each batch, length-grouped batches whose order is then fully shuffled
 (grouping without the shuffle costs F1 on small data), fused AdamW, linear warmup and decay.
 Full fine-tuning or LoRA; class weights; early stopping on validation macro-F1; checkpoints that
