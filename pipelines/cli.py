@@ -305,8 +305,8 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     state = "new version" if version.changed else "unchanged (no-op)"
     print(f"{version.path.relative_to(root)}: md5 {version.md5}, {state}")
     _use_schema(params, version.path, root)
-    print(f"commit {version.dvc_file.relative_to(root)} and data/{params.data.name}.schema.yaml to "
-          "record it")
+    schema = f" and data/{params.data.name}.schema.yaml" if params.task.kind == "text" else ""
+    print(f"commit {version.dvc_file.relative_to(root)}{schema} to record it")
     return 0
 
 
