@@ -198,8 +198,11 @@ class ImageTask(Task):
         return resolve_source(source)
 
     def read(self, source: Path) -> tuple[pd.DataFrame, Any]:
-        names = next((s.labels for s in BUILTIN_IMAGE_SETS.values() if Path(s.path) == Path(source)), ())
-        return read_images(Path(source), names)
+        """The class names of a built-in set stored as indices (IDX) come with it: found by its
+        installed path, or by the data set's name when it is read from its DVC copy in data/."""
+        name = self.params.data.name if self.params is not None else ""
+        found = [s for key, s in BUILTIN_IMAGE_SETS.items() if key == name or Path(s.path) == Path(source)]
+        return read_images(Path(source), found[0].labels if found else ())
 
     def clean(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
         return clean_images(frame)

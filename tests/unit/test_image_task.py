@@ -139,3 +139,20 @@ def test_a_pixel_table_reads_as_images_and_a_manifest_is_not_one(tmp_path):
     (tmp_path / "a.png").write_bytes(png(np.zeros((9, 9), np.uint8)))
     (tmp_path / "manifest.csv").write_text("path,label\na.png,x\n")
     assert read_images(tmp_path / "manifest.csv")[1].layout == "manifest"
+
+
+def test_a_built_in_set_keeps_its_class_names_when_read_from_its_copy_under_data(tmp_path):
+    from pathlib import Path
+
+    from components.tasks.image_data import BUILTIN_IMAGE_SETS
+
+    installed = Path(BUILTIN_IMAGE_SETS["fashion-mnist"].path)
+    if not installed.is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    copy = tmp_path / "data" / "fashion-mnist"
+    copy.mkdir(parents=True)
+    (copy / "t10k-images-idx3-ubyte.gz").write_bytes((installed / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (copy / "t10k-labels-idx1-ubyte.gz").write_bytes((installed / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    task = get_task(Params.model_validate({"task": {"kind": "image"}, "data": {"name": "fashion-mnist"}}))
+    frame, _ = task.read(copy)
+    assert set(frame["label"]) == set(BUILTIN_IMAGE_SETS["fashion-mnist"].labels)
