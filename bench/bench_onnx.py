@@ -32,31 +32,30 @@ def main() -> None:
     args = parser.parse_args()
     apply_defaults(Path(__file__).resolve().parents[1])
 
-    from components.core.config import ExportConfig
+    from components.core.config import ExportConfig, Params
     from components.export_onnx.export import (
         REDUCED_PRECISION,
         build_variants,
         macro_f1,
         select_variant,
         time_variants,
-        write_serving_files,
     )
     from components.serving.serving import OnnxTextClassifier
-    from components.tasks.text import TextTask, save_labels
+    from components.tasks import get_task
 
+    task = get_task(Params())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = Path(args.model_dir) if args.model_dir else work / "model"
         if not args.model_dir:
             labels = ["negative", "neutral", "positive"]
-            tokenizer, model = TextTask().load_pretrained("minilm", labels)
-            model.save_pretrained(model_dir)
-            tokenizer.save_pretrained(model_dir)
-            save_labels(model_dir, labels)
+            processor, model = task.load_pretrained("minilm", labels)
+            processor.max_length = 128
+            task.save(processor, model, model_dir, labels)
         cfg = ExportConfig()
-        variants, fused = build_variants(model_dir, work, cfg)
+        variants, fused = build_variants(model_dir, work, cfg, task)
         print(f"fused operators: {fused}; variants built here: {', '.join(variants)}")
-        timings = time_variants(variants, model_dir, seq=128, repeats=tuple(args.repeats))
+        timings = time_variants(variants, model_dir, task, repeats=tuple(args.repeats))
 
         figures: dict[str, float] = {}
         torch_b1 = timings["torch_fp32"]["b1_ms"]
@@ -76,10 +75,9 @@ def main() -> None:
             import pandas as pd
 
             test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
-            task = TextTask()
-            tokenizer, model, labels = task.load_finetuned(model_dir)
-            reference = task.predict_logits(model, tokenizer, test["text"].tolist(), 64)
-            write_serving_files(model_dir, work / "serve", 64, "bench")
+            processor, model, labels = task.load_finetuned(model_dir)
+            reference = task.predict_logits(model, processor, test["text"].tolist(), 64)
+            task.write_serving(model_dir, work / "serve", "bench", "onnxruntime")
             figures["macro_f1_torch"] = macro_f1(reference, labels, test["label"].tolist())
             for name, v in variants.items():
                 classifier = OnnxTextClassifier(work / "serve", model_file=v.path, runtime=v.runtime)

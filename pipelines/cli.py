@@ -21,6 +21,7 @@ from pathlib import Path
 
 from components.core.errors import FmpipeError
 from pipelines.cli_registry import add_registry_commands, mlflow_error_line, user_path
+from pipelines.cli_serve import add_serve_command
 from pipelines.runlock import BUSY_EXIT
 
 DEFAULT_COMPILED = Path("pipelines/compiled/training_pipeline.yaml")
@@ -514,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("name", nargs="?", help="the data set (default: data.name in params)")
     schema.set_defaults(func=cmd_data_schema)
     add_registry_commands(sub)
+    add_serve_command(sub)
     return parser
 
 

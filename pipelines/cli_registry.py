@@ -1,6 +1,7 @@
 """`fmpipe promote | rollback | history | status`: people moving models through staging to production.
 
   fmpipe promote MODEL --version N --to production --reason "..."   (compare-and-set, recorded)
+  fmpipe promote ... --request; fmpipe approve|reject MODEL ID       the two-person rule for production
   fmpipe rollback MODEL                                              production back one step
   fmpipe history MODEL [--adopt --alias A --reason R]                every alias move: when, who, why
   fmpipe status [--check]                                            models, aliases, headline metrics
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from components.core.errors import FmpipeError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from components.core.config import RegistryConfig
+    from components.core.config import Params, RegistryConfig
     from components.registry.registry import AliasMove, Expected, MoveLimits
 
 
@@ -37,6 +39,10 @@ def user_path(text: str) -> str:
 
 
 def _actor() -> str:
+    """Who is acting: FMPIPE_ACTOR where set (a CI system's authenticated user, e.g.
+    `user:${GITHUB_ACTOR}`), else the login and host of this process."""
+    if os.environ.get("FMPIPE_ACTOR", "").strip():
+        return os.environ["FMPIPE_ACTOR"].strip()
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
@@ -46,6 +52,12 @@ def _actor() -> str:
 
 def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
     """The registry named by params (registry.tracking_uri, else the repo's sqlite), reachable."""
+    params, client = connect_params(args)
+    return params.registry, client
+
+
+def connect_params(args: argparse.Namespace) -> tuple[Params, MlflowClient]:
+    """The params (--params, -S) and a client of the registry they name, checked reachable."""
     from mlflow import MlflowClient
 
     from components.core.config import load_params
@@ -56,13 +68,14 @@ def _connect(args: argparse.Namespace) -> tuple[RegistryConfig, MlflowClient]:
 
     root = Path(args.params).resolve().parent
     apply_defaults(root)
-    cfg = load_params(args.params, args.set or []).registry
+    params = load_params(args.params, args.set or [])
+    cfg = params.registry
     uri = secure_tracking_uri(cfg.tracking_uri) or default_tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise FmpipeError(f"no MLflow registry at {uri} yet: run `fmpipe run` first, or point "
                           "registry.tracking_uri at your server (-S registry.tracking_uri=http://...)")
     bound_registry_calls(cfg, uri)
-    return cfg, MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return params, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def mlflow_error_line(exc: Exception) -> str:
@@ -114,14 +127,50 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from components.registry.registry import promote, promote_across
 
     cfg, client = _connect(args)
+    if args.request:
+        return _request(args, cfg, client)
     with _one_line_errors(client):
         if args.to_model:
             move = promote_across(args.model, args.version, args.to_model, args.to, args.reason, _actor(),
-                                  expected=_expected(args.expect), client=client, limits=_limits(cfg))
+                                  expected=_expected(args.expect), client=client, limits=_limits(cfg),
+                                  require_approval=cfg.production_approval)
         else:
             move = promote(args.model, args.version, args.to, args.reason, _actor(),
-                           expected=_expected(args.expect), client=client, limits=_limits(cfg))
+                           expected=_expected(args.expect), client=client, limits=_limits(cfg),
+                           require_approval=cfg.production_approval)
     print(_say(move))
+    return 0
+
+
+def _request(args: argparse.Namespace, cfg: RegistryConfig, client: MlflowClient) -> int:
+    from components.registry.approval import request_promotion
+
+    if args.to != "production" or args.to_model or args.expect:
+        raise FmpipeError("--request is for --to production (the two-person rule); it takes no --to-model "
+                          "or --expect (the request keeps the version production is on now)")
+    with _one_line_errors(client):
+        request = request_promotion(args.model, args.version, args.reason, _actor(), cfg.approval_ttl_h,
+                                    client=client, lease_s=cfg.lock_lease_s)
+    print(f"{args.model}: request {request.id}: version {request.version} to production (now on "
+          f"{request.expected or 'no version'}), pending until {request.expires}; another person approves "
+          f"it: fmpipe approve {args.model} {request.id}")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    """`fmpipe approve` and `fmpipe reject`."""
+    from components.registry.approval import decide
+
+    cfg, client = _connect(args)
+    approve = args.command == "approve"
+    if not approve and not args.reason:
+        raise FmpipeError("reject needs --reason (kept with the request)")
+    with _one_line_errors(client):
+        request, move = decide(args.model, args.request_id, _actor(), approve=approve,
+                               reason=args.reason or "", client=client, limits=_limits(cfg))
+    print(f"{args.model}: request {request.id} {request.state} by {request.decided_by}")
+    if move is not None:
+        print(_say(move))
     return 0
 
 
@@ -137,6 +186,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from components.registry.approval import requests
     from components.registry.history import parse_history, settle_stopped
     from components.registry.registry import adopt, alias_drift
 
@@ -154,6 +204,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     entries = [e for e in parse_history(registered.tags) if args.alias in (None, e.alias)]
     drift = [d for d in alias_drift(registered) if args.alias in (None, d.alias)]
     _print_history(args.model, entries)
+    _print_requests([r for r in requests(registered) if args.alias in (None, r.alias)])
     for d in drift:
         print(f"! {d.describe(args.model)}" + (f" (adopt it: fmpipe history --adopt {args.model} --alias "
                                                f"{d.alias} --reason ...)" if d.version else ""))
@@ -174,6 +225,22 @@ def _print_history(model: str, entries: list) -> None:
         why += f" [{e.note}]" if e.note else ""
         print(f"{e.seq:>4}  {e.at:20}  {e.alias:10}  {version:>7}  {e.previous or '-':>4}  "
               f"{e.action:8}  {e.actor:30}  {why}")
+
+
+def _print_requests(found: list) -> None:
+    """Promotion requests (the two-person rule): who asked, who decided, and why."""
+    if not found:
+        return
+    print("\npromotion requests (two-person rule):")
+    for r in found:
+        state = r.shown_state()
+        line = (f"  {r.id}  {r.at}  {r.alias} -> version {r.version} (from {r.expected or '-'})  "
+                f"requested by {r.requester}: {r.reason}  [{state}")
+        if r.decided_by:
+            line += f" by {r.decided_by} at {r.decided_at}" + (f": {r.decision}" if r.decision else "")
+        elif state == "pending":
+            line += f" until {r.expires}"
+        print(line + "]")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -217,10 +284,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     serves."""
     import tempfile
 
-    import mlflow
     import numpy as np
 
-    from components.serving.serving import SERVING_FILE, OnnxImageClassifier, open_classifier
+    from components.serving.live import VersionRefused, download_version
+    from components.serving.serving import OnnxImageClassifier, open_classifier
 
     _, client = _connect(args)
     texts = list(args.texts)
@@ -234,14 +301,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             version, how = client.get_model_version(args.model, args.version), ""
         else:
             version, how = client.get_model_version_by_alias(args.model, args.alias), f" (alias {args.alias})"
-        # Through the client, not a `models:/` URI: that would need the process-wide registry URI.
-        source = client.get_model_version_download_uri(args.model, version.version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
-                                                         tracking_uri=client.tracking_uri))
-        found = sorted(local.rglob(SERVING_FILE))
-        if not found:
-            raise FmpipeError(f"{args.model} version {version.version} holds no fmpipe ONNX artifact")
-        model = open_classifier(found[0].parent)
+        try:
+            model_dir = download_version(client, args.model, version.version, Path(tmp))
+        except VersionRefused as exc:
+            raise FmpipeError(str(exc)) from None
+        model = open_classifier(model_dir)
         if isinstance(model, OnnxImageClassifier):
             texts = [str(Path(t).expanduser()) for t in texts]
             check_image_files(texts)
@@ -289,10 +353,23 @@ def add_registry_commands(sub: Any) -> None:
     promote.add_argument("--expect", metavar="VERSION|none",
                          help="the version the alias must still be on, else nothing changes "
                          "(default: the one it is on when the command starts)")
+    promote.add_argument("--request", action="store_true",
+                         help="the two-person rule (registry.production_approval): record a request to "
+                         "move production, for another person to approve (fmpipe approve)")
     promote.add_argument("--to-model", metavar="NAME",
                          help="environment separation: copy the version into registered model NAME "
                          "(e.g. MODEL-prod) and move the alias there")
     promote.set_defaults(func=cmd_promote)
+
+    for name, text in (("approve", "approve a request to move production (the two-person rule): the "
+                        "alias moves; someone other than the requester must run it"),
+                       ("reject", "reject (or, as its requester, withdraw) a request to move production")):
+        decide = parser(name, text)
+        decide.add_argument("model", help="registered model name")
+        decide.add_argument("request_id", help="the request's id (fmpipe history MODEL lists them)")
+        decide.add_argument("--reason", help="why (kept with the request and, on approval, in the history)"
+                            + ("; required" if name == "reject" else ""))
+        decide.set_defaults(func=cmd_decide)
 
     rollback = parser("rollback", "put an alias (production) back on the version it held before")
     rollback.add_argument("model", help="registered model name")

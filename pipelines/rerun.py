@@ -61,6 +61,7 @@ def inputs_digest(params_json: str, data_md5: str, code: str, checkpoints: str =
     """One digest of what a run trains from; the data's path is left out (its md5 stands for it)."""
     params = json.loads(params_json)
     params.get("data", {}).pop("source", None)
+    params.pop("serve", None)  # how the model is served changes nothing that is trained
     text = json.dumps({"params": params, "data_md5": data_md5, "code": code, "checkpoints": checkpoints},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -296,8 +296,19 @@ class RegistryConfig(_Section):
     # A Kubernetes Secret whose MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD keys become
     # every step pod's environment on a cluster ("" = none): credentials never go in the URI there.
     credentials_secret: str = ""
+    # The two-person rule: `production` moves only by a request (`fmpipe promote --request`) that
+    # another person approves (`fmpipe approve`). The register step records it on the model.
+    production_approval: bool = False
+    approval_ttl_h: float = Field(72.0, gt=0)  # a request not decided by then expires
     server_timeout_s: int = Field(10, ge=1)    # per HTTP request to an MLflow server
     server_retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _approval(self) -> RegistryConfig:
+        if self.production_approval and self.promote_alias == "production":
+            raise ValueError("registry.production_approval needs two people for production, so the "
+                             "pipeline cannot promote there itself: set registry.promote_alias to staging")
+        return self
 
     @field_validator("tracking_uri")
     @classmethod
@@ -310,6 +321,23 @@ class RegistryConfig(_Section):
                              "sqlite:///path/to/mlflow.db or a database URI (postgresql://user@host/db); "
                              "empty = the repo's own sqlite")
         return uri
+
+
+class ServeConfig(_Section):
+    """`fmpipe serve`: the HTTP server that serves the version an alias points at."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    alias: str = "production"
+    poll_s: float = Field(10.0, gt=0)        # how often the registry is asked where the alias is
+    max_batch: int = Field(32, ge=1, le=1024)  # inputs run together by the dynamic batcher
+    # Under concurrent load, wait this long for more requests before running a batch (a lone
+    # client never waits).
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_inputs: int = Field(256, ge=1)        # inputs in one request
+    max_body_mb: float = Field(16.0, gt=0)    # size of one request body
+    max_text_chars: int = Field(10_000, ge=1)  # one text input (longer texts are cut by the model anyway)
+    threads: int = Field(0, ge=0)             # intra-op threads of the runtime (0 = all cores)
 
 
 class AugmentConfig(_Section):
@@ -359,6 +387,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     export_onnx: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()  # read by `fmpipe serve` only, never by a pipeline step
 
     @model_validator(mode="after")
     def _task_fits(self) -> Params:

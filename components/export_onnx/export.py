@@ -28,11 +28,13 @@ import numpy as np
 from components.core import metrics
 from components.core.config import ExportConfig
 from components.serving.serving import (
+    CANARIES_FILE,
     MODEL_FILE,
     ONNXRUNTIME_CPU,
     OPENVINO_BF16,
     SERVING_FILE,
     Session,
+    encode_canaries,
     open_classifier,
     openvino_bf16_available,
 )
@@ -210,7 +212,7 @@ def export_and_check(
                           agreement=agreement, champion_floor=champion_floor)
     shutil.copyfile(chosen.path, out_dir / MODEL_FILE)
     task.write_serving(model_dir, out_dir, shipped, chosen.runtime)
-    result.smoke = serving_smoke_check(out_dir, task.canaries(work))
+    result.smoke = check_and_record_canaries(out_dir, task.canaries(work))
     if cfg.benchmark:
         result.timings = time_variants(variants, model_dir, task)
     return result
@@ -256,3 +258,40 @@ def serving_smoke_check(onnx_dir: Path, canaries: list) -> dict:
         and not out["torch_loaded"]
     )
     return out
+
+
+def export_untrained(task: Task, base_model: str, labels: list[str], out_dir: Path, work: Path,
+                     optimize: bool = True, seed: int = 0, max_length: int = 128) -> Path:
+    """A servable artifact of `base_model` with a fresh (untrained) head, as export would ship its
+    fp32 (or optimized) variant: for benchmarks and tests of serving, which need real graphs and
+    real preprocessing but no trained weights. Returns out_dir."""
+    import torch
+
+    torch.manual_seed(seed)
+    model_dir = work / "model"
+    processor, model = task.load_pretrained(base_model, labels)
+    if getattr(processor, "max_length", None) == 0:  # text: the length finetune would pick from data
+        processor.max_length = max_length
+    task.save(processor, model, model_dir, labels)
+    graph = task.export_onnx(model_dir, work / "fp32.onnx", ExportConfig().opset)
+    if optimize and task.optimize_graph(graph, work / "optimized.onnx", model_dir) is not None:
+        graph = work / "optimized.onnx"
+    variant = "optimized" if graph.name == "optimized.onnx" else "fp32"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(graph, out_dir / MODEL_FILE)
+    task.write_serving(model_dir, out_dir, variant, "onnxruntime")
+    smoke = check_and_record_canaries(out_dir, task.canaries(work))
+    if not smoke["passed"]:
+        raise RuntimeError(f"the artifact of {base_model} failed its smoke check: {smoke}")
+    return out_dir
+
+
+def check_and_record_canaries(out_dir: Path, canaries: list) -> dict:
+    """The serving smoke check; when it passes, the canaries and the labels they got are kept in
+    the artifact (canaries.json), for a server to re-ask before it serves this version."""
+    smoke = serving_smoke_check(out_dir, canaries)
+    if smoke["passed"]:
+        (out_dir / CANARIES_FILE).write_text(json.dumps(
+            {"inputs": encode_canaries(canaries), "labels": smoke["labels"],
+             "fallback_labels": smoke["fallback_labels"]}))
+    return smoke

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 BLESSED_TAG = "fmpipe.blessed"
 PARITY_TAG = "fmpipe.parity_passed"
 COPIED_FROM_TAG = "fmpipe.copied_from"
+APPROVAL_TAG = "fmpipe.production_approval"  # "true": the two-person rule (approval.py) holds
 STAGING, PRODUCTION = "staging", "production"
 HEADLINE_METRIC = "test_macro_f1"
 
@@ -309,14 +310,35 @@ def adopt(model_name: str, alias: str, reason: str, actor: str, *, client: Mlflo
     return AliasMove(model_name, alias, drift.version, drift.expected, entry.seq)
 
 
+def approval_required(registered: Any, required_by_params: bool = False) -> bool:
+    """Whether `production` of this model moves only through an approved request (two people)."""
+    return required_by_params or registered.tags.get(APPROVAL_TAG) == "true"
+
+
+def check_not_direct(registered: Any, model_name: str, version: str, alias: str,
+                     required_by_params: bool) -> None:
+    if alias == PRODUCTION and approval_required(registered, required_by_params):
+        raise GateError(
+            f"{model_name} follows the two-person rule: production moves only by an approved request. "
+            f"Ask for it: fmpipe promote {model_name} --version {version} --to production --request "
+            f"--reason \"...\"; then another person runs fmpipe approve {model_name} REQUEST_ID")
+
+
 def promote(
     model_name: str, version: str, alias: str, reason: str, actor: str, *,
     expected: Expected = CURRENT, client: MlflowClient | None = None,
     limits: MoveLimits = MoveLimits(), checkpoint: Checkpoint | None = None,
+    require_approval: bool = False, approval: str = "",
 ) -> AliasMove:
-    """Point `alias` at `version` after the gates, with compare-and-set on `expected`; recorded."""
+    """Point `alias` at `version` after the gates, with compare-and-set on `expected`; recorded.
+
+    A model under the two-person rule (its tag, or require_approval from params) refuses a direct
+    move of production; `approval` is the id of the approved request, set by approval.decide only.
+    """
     client, version = _client(client), str(version)
     registered = settle_stopped(client, model_name, actor, limits.lease_s)
+    if not approval:
+        check_not_direct(registered, model_name, version, alias, require_approval)
     check_gates(client, model_name, version, alias, registered)
     check_no_drift(registered, model_name, alias)
     current = alias_map(registered).get(alias)
@@ -324,8 +346,8 @@ def promote(
         return AliasMove(model_name, alias, version, current)
     entry = move_alias(
         client, model_name, alias, version, current if expected is CURRENT else expected,
-        action="promote", actor=actor, reason=reason, wait_s=limits.wait_s, lease_s=limits.lease_s,
-        checkpoint=checkpoint, last_seen=last_seq(registered.tags))
+        action="approve" if approval else "promote", actor=actor, reason=reason, wait_s=limits.wait_s,
+        lease_s=limits.lease_s, checkpoint=checkpoint, last_seen=last_seq(registered.tags))
     return AliasMove(model_name, alias, version, entry.previous, entry.seq)
 
 
@@ -365,11 +387,17 @@ def rollback(
 def promote_across(
     model_name: str, version: str, target_model: str, alias: str, reason: str, actor: str, *,
     expected: Expected = CURRENT, client: MlflowClient | None = None, limits: MoveLimits = MoveLimits(),
+    require_approval: bool = False,
 ) -> AliasMove:
     """Environment separation: copy a gated version into another registered model (e.g.
-    `<name>-prod`) and move `alias` there. A copy made earlier for the same version is reused."""
+    `<name>-prod`) and move `alias` there. A copy made earlier for the same version is reused.
+    Under the two-person rule (of either model) production is not moved this way."""
     client, version = _client(client), str(version)
-    check_gates(client, model_name, version, alias, get_model(client, model_name))
+    source_model = get_model(client, model_name)
+    check_not_direct(source_model, model_name, version, alias, require_approval)
+    if model_exists(client, target_model):
+        check_not_direct(get_model(client, target_model), target_model, version, alias, False)
+    check_gates(client, model_name, version, alias, source_model)
     source = f"{model_name}/{version}"
     found = client.search_model_versions(f"name = '{target_model}' and tags.`{COPIED_FROM_TAG}` = '{source}'")
     if found:

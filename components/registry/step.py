@@ -12,12 +12,14 @@ from components.core.contract import Contract, contract_for
 from components.core.tracking import RunContext, note, step_run
 from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
+    APPROVAL_TAG,
     BLESSED_TAG,
     PARITY_TAG,
     PRODUCTION,
     STAGING,
     AliasMove,
     MoveLimits,
+    approval_required,
     challenger_beats_champion,
     current_alias_version,
     params_digest,
@@ -70,9 +72,20 @@ def run_register(
         description = version_description(ctx.data_source, data_md5, evaluation, serving_config(onnx_dir),
                                           parity_passed)
         version = register_model(onnx_dir, model, tags, metrics, artifact_contract(onnx_dir), description)
+        record_approval_rule(model, params.registry.production_approval)
         track.tags({"fmpipe.model_version": version}, parent=True)
         note(f"register: {model} version {version}")
     return version
+
+
+def record_approval_rule(model: str, required: bool) -> None:
+    """The params of the pipeline that registers say whether production needs two people; kept on the
+    registered model so a promote run with other params is held to it too."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if client.get_registered_model(model).tags.get(APPROVAL_TAG, "false") != str(required).lower():
+        client.set_registered_model_tag(model, APPROVAL_TAG, str(required).lower())
 
 
 def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
@@ -84,27 +97,39 @@ def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
     actor = f"pipeline:{ctx.pipeline_run_id}"
     with step_run(ctx, "promote") as track:
         move = promote(model, version, cfg.promote_alias,
-                       reason="blessed and parity-checked by the pipeline", actor=actor, limits=limits)
+                       reason="blessed and parity-checked by the pipeline", actor=actor, limits=limits,
+                       require_approval=cfg.production_approval)
         track.json(asdict(move), "alias_move.json")
         note(f"promote: alias '{move.alias}' -> version {version} (was {move.previous})")
         track.tags({f"fmpipe.alias.{move.alias}": version}, parent=True)
         if cfg.auto_promote_production and cfg.promote_alias == STAGING:
-            prod = _auto_promote_production(model, version, actor, limits)
+            prod = _auto_promote_production(model, version, actor, cfg)
             if prod is not None:
                 track.json(asdict(prod), "production_move.json")
                 track.tags({f"fmpipe.alias.{PRODUCTION}": version}, parent=True)
     return move
 
 
-def _auto_promote_production(model: str, version: str, actor: str, limits: MoveLimits) -> AliasMove | None:
+def _auto_promote_production(model: str, version: str, actor: str, cfg: RegistryConfig) -> AliasMove | None:
     import mlflow
 
+    from components.registry.approval import request_promotion
+    from components.registry.history import get_model
+
     client = mlflow.MlflowClient()
+    limits = MoveLimits(cfg.lock_wait_s, cfg.lock_lease_s)
     champion = current_alias_version(model, PRODUCTION, client)
     champion_tags = client.get_model_version(model, champion).tags if champion else None
     wins, why = challenger_beats_champion(client.get_model_version(model, version).tags, champion_tags)
     if not wins:
         note(f"promote: production stays on version {champion}: {why}")
+        return None
+    if approval_required(get_model(client, model), cfg.production_approval):
+        # The two-person rule: the pipeline is the requester; a person approves (fmpipe approve).
+        request = request_promotion(model, version, f"auto-promotion policy: {why}", actor,
+                                    cfg.approval_ttl_h, client=client, lease_s=limits.lease_s)
+        note(f"promote: production needs approval: request {request.id} for version {version} ({why}); "
+             f"fmpipe approve {model} {request.id}")
         return None
     # expected=champion: if production moved since we compared, the comparison is void.
     move = promote(model, version, PRODUCTION, reason=f"auto-promotion policy: {why}", actor=actor,

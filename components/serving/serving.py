@@ -22,6 +22,10 @@ import numpy as np
 
 MODEL_FILE = "model.onnx"
 SERVING_FILE = "serving.json"  # {"task": ..., "labels": [...], "runtime": one of RUNTIMES, preprocessing}
+# The inputs export checked the artifact with and the labels it gave (on the shipped runtime and on
+# the onnxruntime fallback): a server re-asks them before it serves a version. Images are base64.
+CANARIES_FILE = "canaries.json"
+DEFAULT_TEXT_CANARIES = ("what a lovely day", "the battery died after an hour", "ok")
 RUNTIMES = ("onnxruntime", "openvino_bf16")
 OPENVINO_BF16 = "openvino CPU bf16"  # what Session.backend says when the bf16 path really runs
 ONNXRUNTIME_CPU = "onnxruntime CPUExecutionProvider"  # ... and on onnxruntime's CPU provider
@@ -191,3 +195,43 @@ def image_array(item: object, size: int, channels: int, resample: str = "bilinea
         image = image.resize((size, size), Image.Resampling[resample.upper()])
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def encode_canaries(inputs: list) -> list[str]:
+    """Canary inputs as JSON strings: texts as they are, image files as base64 of their bytes."""
+    import base64
+
+    return [item if not Path(str(item)).is_file() else base64.b64encode(Path(item).read_bytes()).decode()
+            for item in inputs]
+
+
+def canary_problem(model: OnnxClassifier, model_dir: str | Path) -> str | None:
+    """Why `model` (opened from model_dir) should not serve, or None: its canary inputs must give
+    finite logits of the right shape and, where export recorded them, the same labels as then.
+    An artifact from before canaries.json is asked a few default inputs of its task."""
+    import base64
+
+    file = Path(model_dir) / CANARIES_FILE
+    recorded = json.loads(file.read_text()) if file.exists() else {}
+    inputs = recorded.get("inputs")
+    if inputs is None:
+        if isinstance(model, OnnxImageClassifier):
+            inputs = [np.zeros((28, 28), np.uint8), np.full((40, 30, 3), 255, np.uint8)]
+        else:
+            inputs = list(DEFAULT_TEXT_CANARIES)
+    elif isinstance(model, OnnxImageClassifier):
+        inputs = [base64.b64decode(item) for item in inputs]
+    try:
+        logits = model.logits(inputs)
+    except Exception as exc:  # any failure of the graph or the preprocessor refuses the version
+        return f"the canary inputs failed: {type(exc).__name__}: {exc}"
+    if logits.shape != (len(inputs), len(model.labels)):
+        wanted = [len(inputs), len(model.labels)]
+        return f"the canaries gave logits of shape {list(logits.shape)}, not {wanted}"
+    if not np.isfinite(logits).all():
+        return "the canaries gave logits that are not finite (NaN or inf)"
+    labels = [model.labels[i] for i in logits.argmax(axis=1)]
+    expected = [recorded[k] for k in ("labels", "fallback_labels") if k in recorded]
+    if expected and labels not in expected:
+        return f"the canaries gave labels {labels}, export recorded {expected[0]}"
+    return None
