@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -51,12 +52,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 async def _connection(url: str, bodies: list[bytes], start: int, step: int, result: LoadResult,
-                      t0: float, deadline: float, count: int, interval: float | None) -> None:
+                      t0: float, deadline: float, count: int, interval: float | None,
+                      stop: threading.Event | None) -> None:
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/predict"
     reader = writer = None
     i = start
-    while i < count and time.perf_counter() < deadline:
+    while i < count and time.perf_counter() < deadline and not (stop and stop.is_set()):
         if interval is not None:  # open loop: this request's slot in the schedule
             wait = t0 + i * interval - time.perf_counter()
             if wait > 0:
@@ -87,21 +89,22 @@ async def _connection(url: str, bodies: list[bytes], start: int, step: int, resu
 
 
 async def _run(url: str, bodies: list[bytes], concurrency: int, count: int, duration_s: float,
-               rate: float | None) -> LoadResult:
-    result = LoadResult()
+               rate: float | None, result: LoadResult, stop: threading.Event | None) -> LoadResult:
     t0 = time.perf_counter()
     interval = 1.0 / rate if rate else None
     deadline = t0 + duration_s
-    await asyncio.gather(*(_connection(url, bodies, k, concurrency, result, t0, deadline, count, interval)
-                           for k in range(concurrency)))
+    await asyncio.gather(*(_connection(url, bodies, k, concurrency, result, t0, deadline, count, interval,
+                                       stop) for k in range(concurrency)))
     result.elapsed_s = time.perf_counter() - t0
     return result
 
 
 def run_load(url: str, bodies: list[bytes], *, concurrency: int = 1, count: int = 1000,
-             duration_s: float = 10.0, rate: float | None = None, inputs_per_request: int = 1) -> LoadResult:
+             duration_s: float = 10.0, rate: float | None = None, inputs_per_request: int = 1,
+             stop: threading.Event | None = None, result: LoadResult | None = None) -> LoadResult:
     """Send up to `count` POSTs of `bodies` (cycled) to url over `concurrency` connections, for at
-    most `duration_s`; `rate`: requests per second in all (open loop), else as fast as answered."""
-    result = asyncio.run(_run(url, bodies, concurrency, count, duration_s, rate))
+    most `duration_s` or until `stop` is set; `rate`: requests per second in all (open loop), else
+    as fast as answered. Pass `result` to watch it fill from another thread."""
+    result = result if result is not None else LoadResult()
     result.inputs_per_request = inputs_per_request
-    return result
+    return asyncio.run(_run(url, bodies, concurrency, count, duration_s, rate, result, stop))
