@@ -78,6 +78,7 @@ def register(model_dir: Path, uri: str, name: str) -> str:
     from components.registry.registry import register_model
     from components.registry.step import artifact_contract
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("bench-serving")
     with mlflow.start_run():
@@ -117,7 +118,6 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
     apply_defaults(root)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
 
     from components.core.config import Params
     from components.export_onnx.export import export_untrained

@@ -102,3 +102,26 @@ def test_canaries_catch_a_version_that_answers_otherwise(artifacts, tmp_path):
 
     (swapped / CANARIES_FILE).unlink()  # an artifact from before canaries.json: default inputs
     assert canary_problem(open_classifier(swapped), swapped) is None
+
+
+def test_serve_mistakes_are_one_line(tmp_path, capsys):
+    import socket
+
+    from mlflow import MlflowClient
+
+    from pipelines.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("known")
+    (tmp_path / "params.yaml").write_text(f"registry:\n  tracking_uri: {uri}\n")
+    params = ["--params", str(tmp_path / "params.yaml")]
+    for model in ("known", "unknown"):
+        assert main(["serve", model, "--port", "0", *params]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"fmpipe: error: {model} has no version with alias 'production' (or no such model): "
+                       "promote one first, or serve another alias (--alias staging)"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "known", "--port", str(port), *params]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"fmpipe: error: cannot listen on 127.0.0.1:{port}: ")
