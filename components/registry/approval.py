@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from components.core.errors import FmpipeError, GateError
-from components.registry.history import alias_map, settle_stopped, utc_now
+from components.registry.history import MAX_REASON_CHARS, alias_map, settle_stopped, utc_now
 from components.registry.registry import (
     PRODUCTION,
     AliasMove,
@@ -109,7 +109,7 @@ def request_promotion(
                               f"in '{alias}'; approve or reject it")
     now = datetime.now(UTC)
     request = Request(id=uuid.uuid4().hex[:8], alias=alias, version=version, expected=current,
-                      requester=actor, reason=reason, at=utc_now(),
+                      requester=actor, reason=reason[:MAX_REASON_CHARS], at=utc_now(),
                       expires=(now + timedelta(hours=ttl_h)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     client.set_registered_model_tag(model_name, REQUEST_PREFIX + request.id, request.to_json())
     return request
@@ -142,7 +142,7 @@ def decide(
         move = promote(model_name, request.version, request.alias, why, actor, expected=request.expected,
                        client=client, limits=limits, approval=request.id)
     decided = replace(request, state=APPROVED if approve else REJECTED, decided_by=actor,
-                      decided_at=utc_now(), decision=reason)
+                      decided_at=utc_now(), decision=reason[:MAX_REASON_CHARS])
     _record(client, model_name, decided)
     return decided, move
 
