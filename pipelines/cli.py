@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from components.core.errors import FmpipeError
+from pipelines.cli_card import add_card_command
 from pipelines.cli_registry import add_registry_commands, mlflow_error_line, user_path
 from pipelines.cli_serve import add_serve_command
 from pipelines.runlock import BUSY_EXIT
@@ -380,7 +381,7 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         from components.registry import step
 
         version = json.loads((art / "registered.json").read_text())["version"]
-        move = step.run_promote(version, params, ctx)
+        move = step.run_promote(version, params, ctx, art / step.CARD_FILE)
         (art / "promoted.json").write_text(json.dumps({"alias": move.alias, "version": version}))
 
 
@@ -517,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_data_schema)
     add_registry_commands(sub)
     add_serve_command(sub)
+    add_card_command(sub)
     return parser
 
 

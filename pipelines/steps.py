@@ -49,8 +49,9 @@ TABLE = (
     # A version is tagged with the digest of every setting: any change is a new registration.
     Step("register", ("onnx", "parity.json", "evaluation"), ("registered.json",), ALL_SECTIONS,
          ("components/registry", SERVING), data=True),
-    Step("promote", ("registered.json",), ("promoted.json",), ("task", "data", "registry"),
-         ("components/registry", SERVING)),
+    # ... and writes the version's model card from what the registry and the runs recorded.
+    Step("promote", ("registered.json",), ("promoted.json", "model_card.html"), ("task", "data", "registry"),
+         ("components/registry", "components/card", SERVING)),
 )
 
 STEPS = tuple(step.name for step in TABLE)

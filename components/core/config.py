@@ -242,6 +242,9 @@ class EvaluateConfig(_Section):
     length_buckets: list[int] = [60, 100, 140]   # text length (chars) bucket edges
     slices: dict[str, str] = {}                  # slice name -> regex a text must contain
     min_slice_rows: int = Field(30, ge=1)        # smaller slices are flagged, not scored
+    # Test rows explained on the model card (captum integrated gradients): half the most confident
+    # errors, half the most confident correct answers; 0 = none.
+    explain_examples: int = Field(6, ge=0, le=50)
     champion: ChampionConfig = ChampionConfig()
     resources: ResourcesConfig = ResourcesConfig()  # loads the model, the champion and TF-IDF
 

@@ -99,9 +99,20 @@ def parent_run_id(ctx: RunContext, create: bool = True) -> str | None:
     run = client.create_run(
         exp_id,
         run_name=f"pipeline-{ctx.pipeline_run_id[:8]}",
-        tags={**ctx.lineage_tags(), KIND_TAG: "pipeline"},
+        tags={**ctx.lineage_tags(), KIND_TAG: "pipeline", "mlflow.user": _user()},
     )
     return run.info.run_id
+
+
+def _user() -> str:
+    """Who started the run, for MLflow's User column and the model card."""
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name in some containers
+        return f"unknown@{socket.gethostname()}"
 
 
 class StepTracker:

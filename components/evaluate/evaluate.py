@@ -152,6 +152,7 @@ class Evaluation:
     calibration: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] | None = None  # version, metrics and slices of the champion, if any
     predictions: list[str] = field(default_factory=list)  # the model's label per test row
+    confidences: list[float] = field(default_factory=list)  # its probability for that label
 
 
 def evaluate(
@@ -184,5 +185,17 @@ def evaluate(
         champ_scored = score(champ_logits, labels, masks, test_labels, cfg)
         champ_info = {"version": version, "metrics": champ_scored.metrics, "slices": champ_scored.slices}
     blessing = decide_blessing(challenger, baselines, cfg, champ_scored)
+    confidences = [round(float(p), 4) for p in softmax(logits).max(axis=1)] if len(logits) else []
     return Evaluation(labels, challenger.metrics, baselines, blessing, challenger.slices,
-                      challenger.calibration or {}, champ_info, [labels[i] for i in logits.argmax(axis=1)])
+                      challenger.calibration or {}, champ_info, [labels[i] for i in logits.argmax(axis=1)],
+                      confidences)
+
+
+def pick_examples(truth: list[str], predicted: list[str], confidence: list[float], count: int) -> list[int]:
+    """Test rows worth explaining: the most confident errors (half of `count`), then the most
+    confident correct answers, in that order."""
+    order = sorted(range(len(truth)), key=lambda i: -confidence[i])
+    errors = [i for i in order if truth[i] != predicted[i]]
+    right = [i for i in order if truth[i] == predicted[i]]
+    picked = errors[: count // 2]
+    return picked + right[: count - len(picked)]

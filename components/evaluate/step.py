@@ -8,16 +8,20 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+
 from components.core.config import Params
-from components.core.dataset import read_splits
+from components.core.dataset import LABEL, read_splits
 from components.core.evaluation import EVALUATION_FILE
 from components.core.tracking import CHAMPION_VERSION_TAG, RunContext, note, step_run
 from components.evaluate.champion import champion_logits
-from components.evaluate.evaluate import Evaluation, evaluate
+from components.evaluate.evaluate import Evaluation, evaluate, pick_examples
 from components.evaluate.plots import plot_confusion, plot_reliability, plot_slices
 from components.tasks import get_task
+from components.tasks.base import Task
 
 BLESSING_FILE = "blessing.json"
+EXPLANATIONS_FILE = "explanations.json"
 
 
 def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: RunContext) -> Evaluation:
@@ -43,6 +47,9 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
         champion_slices = (result.champion or {}).get("slices")
         plot_slices(result.slices, out_dir / "slices.png", champion_slices)
         task.plots(splits["test"], result.predictions, out_dir)
+        if cfg.explain_examples:
+            record = explain(task, model_dir, splits["test"], result, cfg.explain_examples)
+            (out_dir / EXPLANATIONS_FILE).write_text(json.dumps(record))
         track.artifact(out_dir, "evaluation")
 
         headline = {f"test_{k}": result.model[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
@@ -69,3 +76,19 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
              f"{result.calibration['ece']:.3f}; blessed: {result.blessing.blessed}"
              + (f" (failed: {'; '.join(failed)})" if failed else ""))
     return result
+
+
+def explain(task: Task, model_dir: Path, test: pd.DataFrame, result: Evaluation, count: int) -> dict:
+    """Attributions for a few test rows (the most confident errors, then correct answers) towards
+    the label the model gave them, for the model card."""
+    truth = test[LABEL].tolist()
+    rows = pick_examples(truth, result.predictions, result.confidences, count)
+    processor, model, labels = task.load_finetuned(model_dir)
+    inputs = [test[task.input_column].iloc[i] for i in rows]
+    targets = [labels.index(result.predictions[i]) for i in rows]
+    found = task.explain(model, processor, inputs, targets)
+    examples = [{"row": int(i), "label": truth[i], "predicted": result.predictions[i],
+                 "probability": result.confidences[i], **attributions}
+                for i, attributions in zip(rows, found, strict=True)]
+    return {"method": "integrated gradients (captum), towards the predicted label; red: for it, blue: "
+                      "against it", "examples": examples}

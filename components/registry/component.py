@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model
+from kfp.dsl import HTML, Artifact, Input, Model, Output
 
 from components.core.image import COMPONENT_IMAGE
 
@@ -27,12 +27,15 @@ def register(
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def promote(version: str, params_json: str, ctx_json: str, job_id: str = "") -> str:
-    """Set the promotion alias (default `staging`) on the new version; returns the alias."""
+def promote(version: str, params_json: str, ctx_json: str, model_card: Output[HTML], job_id: str = "") -> str:
+    """Set the promotion alias (default `staging`) on the new version; returns the alias. Its
+    output is the version's model card (the KFP UI shows it)."""
+    from pathlib import Path
+
     from components.core.config import Params
     from components.core.errors import exit_on_user_error
     from components.core.tracking import RunContext
     from components.registry import step
 
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
-    return exit_on_user_error(step.run_promote, version, params, ctx).alias
+    return exit_on_user_error(step.run_promote, version, params, ctx, Path(model_card.path)).alias

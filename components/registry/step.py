@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from components.core.config import Params, RegistryConfig
 from components.core.contract import Contract, contract_for
@@ -27,6 +28,8 @@ from components.registry.registry import (
     register_model,
     version_description,
 )
+
+CARD_FILE = "model_card.html"
 
 
 def bound_registry_calls(cfg: RegistryConfig, tracking_uri: str) -> None:
@@ -88,9 +91,10 @@ def record_approval_rule(model: str, required: bool) -> None:
         client.set_registered_model_tag(model, APPROVAL_TAG, str(required).lower())
 
 
-def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
+def run_promote(version: str, params: Params, ctx: RunContext, card: Path | None = None) -> AliasMove:
     """Move `promote_alias` (staging) to the new version; with `auto_promote_production`, also
-    production when the new version beats it. Both moves are compare-and-set and recorded."""
+    production when the new version beats it. Both moves are compare-and-set and recorded. Then
+    write the version's model card (to `card`, and as an artifact of the version's run)."""
     cfg, model = params.registry, params.registered_model
     bound_registry_calls(cfg, ctx.tracking_uri)
     limits = MoveLimits(cfg.lock_wait_s, cfg.lock_lease_s)
@@ -107,7 +111,39 @@ def run_promote(version: str, params: Params, ctx: RunContext) -> AliasMove:
             if prod is not None:
                 track.json(asdict(prod), "production_move.json")
                 track.tags({f"fmpipe.alias.{PRODUCTION}": version}, parent=True)
+        write_model_card(model, version, card, track)
     return move
+
+
+def write_model_card(model: str, version: str, out: Path | None, track: Any) -> None:
+    """The version's card (components/card): the step's output, an artifact of the promote run and
+    of the run that logged the model (beside it in the MLflow UI). A card that cannot be written is
+    a note, never a failed promotion: the alias has moved by then."""
+    import tempfile
+
+    import mlflow
+
+    from components.card.gather import gather
+    from components.card.render import render
+
+    client = mlflow.MlflowClient()
+    try:
+        page = render(gather(client, model, version))
+    except Exception as exc:  # the card reads many records; none of them is worth a failed step
+        note(f"promote: the model card was not written ({type(exc).__name__}: {exc})")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CARD_FILE
+        path.write_text(page, encoding="utf-8")
+        track.artifact(path)
+        model_run = client.get_model_version(model, version).tags.get("fmpipe.mlflow_run_id")
+        if model_run:
+            client.log_artifact(model_run, str(path))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    note(f"promote: model card of version {version} written ({len(page.encode()) / 1e6:.2f} MB): "
+         f"fmpipe card {model}/{version}")
 
 
 def _auto_promote_production(model: str, version: str, actor: str, cfg: RegistryConfig) -> AliasMove | None:

@@ -9,7 +9,7 @@ Hooks, by the step that calls them:
   when two examples are the same example (split grouping, duplicates, leakage).
 - validate_data: `expectations` (Great Expectations on the split tables), `drift`.
 - finetune: `load_pretrained`, `prepare`, `collate`, `predict_logits`, `save`.
-- evaluate: `load_finetuned`, `baselines`, `slice_masks`.
+- evaluate: `load_finetuned`, `baselines`, `slice_masks`, `plots`, `explain`.
 - export_onnx: `export_onnx`, `optimize_graph`, `timing_feeds`, `write_serving`, `canaries`.
 - register / serving: `contract`; the artifact's serving.json names the task for the runtime.
 """
@@ -181,6 +181,12 @@ class Task(ABC):
     @abstractmethod
     def write_serving(self, model_dir: Path, out_dir: Path, variant: str, runtime: str) -> None:
         """serving.json and what the runtime needs next to model.onnx (no torch at serving)."""
+
+    def explain(self, model: Any, processor: Any, inputs: list[Any], targets: list[int]
+                ) -> list[dict[str, Any]]:
+        """Attributions of each input towards its target class, for the model card (captum): text
+        gives {"tokens", "attributions"}, images {"overlay_png"}; a task without them gives {}."""
+        return [{} for _ in inputs]
 
     @abstractmethod
     def canaries(self, work: Path) -> list[Any]:

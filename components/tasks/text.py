@@ -348,6 +348,35 @@ class TextTask(Task):
             masks[name] = np.array([bool(regex.search(t)) for t in texts])
         return masks
 
+    def explain(self, model: Any, processor: TextProcessor, inputs: list[Any], targets: list[int]
+                ) -> list[dict[str, Any]]:
+        """Integrated gradients (captum) on the token embeddings: per token, how much it moved the
+        logit of the target class from a baseline of padding (special tokens kept in place)."""
+        import torch
+        from captum.attr import LayerIntegratedGradients
+
+        model.eval().to("cpu")
+        tokenizer = processor.tokenizer
+        special = set(tokenizer.all_special_ids)
+
+        def forward(ids: Any, mask: Any) -> Any:
+            return model(input_ids=ids, attention_mask=mask).logits.float()
+
+        integrated = LayerIntegratedGradients(forward, model.get_input_embeddings())
+        out = []
+        for ids, target in zip(self.encode(processor, inputs), targets, strict=True):
+            tensor = torch.tensor([ids])
+            baseline = torch.tensor([[i if i in special else tokenizer.pad_token_id for i in ids]])
+            scores = integrated.attribute(tensor, baselines=baseline,
+                                          additional_forward_args=(torch.ones_like(tensor),),
+                                          target=int(target), n_steps=24, internal_batch_size=24)
+            per_token = scores.sum(-1)[0].detach().numpy()
+            keep = [k for k, i in enumerate(ids) if i not in special]
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            out.append({"tokens": [tokens[k] for k in keep],
+                        "attributions": [round(float(per_token[k]), 5) for k in keep]})
+        return out
+
     # -- export and serving ----------------------------------------------------------------------
     def export_onnx(self, model_dir: Path, path: Path, opset: int) -> Path:
         """The plain ONNX export (dynamic batch and sequence axes), checked with onnx.checker."""

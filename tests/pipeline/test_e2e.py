@@ -63,6 +63,41 @@ def test_pipeline_registers_and_stages_a_new_version(project, good_run):
     assert "alias: staging" in good_run.stdout
 
 
+def test_the_staged_version_has_a_card_a_person_can_open(project, good_run):
+    """The card the README's command writes, opened in a real headless browser: no console error,
+    no network request, every image loads, and its headline figures are the ones MLflow logged."""
+    from tests.browser import CHROMIUM, look_at
+
+    out = project / "card.html"
+    made = fmpipe(project, "card", f"{MODEL}@staging", "-o", str(out))
+    assert made.returncode == 0, made.stderr[-2000:]
+    page = out.read_text(encoding="utf-8")
+    assert len(page.encode()) <= 2_000_000
+    assert 'class="missing"' not in page, "a section of a fresh version's card has no records"
+    assert page.count('class="tok"') > 5 and "integrated gradients (captum)" in page  # token heatmaps
+    assert "Promotion history of the model" in page and "pipeline:" in page
+    # the promote step wrote the same card as an artifact of the version's model run
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(MODEL, "staging")
+    model_run = version.tags["fmpipe.mlflow_run_id"]
+    assert "model_card.html" in [a.path for a in client.list_artifacts(model_run)]
+    if CHROMIUM is None:
+        pytest.skip("no chromium here (Debian's chromium; .ci/run installs it)")
+    screenshots = Path(__file__).resolve().parents[2] / ".test-artifacts"
+    screenshots.mkdir(exist_ok=True)
+    look = look_at(out, screenshots / "model_card.png")
+    assert look.console_errors == [] and look.requests == [], (look.console_errors, look.requests)
+    assert look.images >= 4 and look.broken_images == []
+    evaluate_run = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`fmpipe.pipeline_run_id` = '{version.tags['fmpipe.pipeline_run_id']}' "
+        "and tags.`fmpipe.step` = 'evaluate'",
+    )[0]
+    for name in ("test_macro_f1", "test_accuracy"):
+        assert look.figures[name] == f"{evaluate_run.data.metrics[name]:.4f}"
+    assert look.figures["macro_f1"] == f"{evaluate_run.data.metrics['test_macro_f1']:.4f}"
+
+
 def test_a_rerun_on_the_same_data_params_and_code_does_nothing(project, good_run):
     (version,) = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
     assert len(version.tags["fmpipe.inputs_digest"]) == 32

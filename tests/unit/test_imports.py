@@ -13,7 +13,8 @@ def test_only_the_validating_step_pays_for_great_expectations():
 
 
 def test_no_step_imports_another_step():
-    """Steps share code through components/core, tasks, training and serving, never through each other."""
+    """Steps share code through components/core, tasks, training, serving and card (the model card,
+    which promote writes), never through each other."""
     import ast
     from pathlib import Path
 
@@ -33,5 +34,5 @@ def test_no_step_imports_another_step():
                 for name in names:
                     parts = name.split(".")
                     if parts[0] == "components" and len(parts) > 1:
-                        assert parts[1] in (folder, "core", "tasks", "training", "serving"), \
+                        assert parts[1] in (folder, "core", "tasks", "training", "serving", "card"), \
                             f"{source.relative_to(components)} imports {name}"

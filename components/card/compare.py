@@ -1,0 +1,127 @@
+"""Two versions of a model side by side: what a reviewer reads before approving a promotion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.card.gather import CardData
+from components.card.render import CSS, esc, num, table
+
+
+def step_params(card: CardData) -> dict[str, str]:
+    """Every parameter the version's step runs logged, as `step.name`."""
+    return {f"{step}.{k}": v for step, info in card.steps.items() for k, v in info.get("params", {}).items()}
+
+
+def changed_params(a: CardData, b: CardData) -> list[tuple[str, str, str]]:
+    pa, pb = step_params(a), step_params(b)
+    return [(k, pa.get(k, "–"), pb.get(k, "–")) for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+
+
+def _delta_cell(old: Any, new: Any, higher_is_better: bool = True) -> str:
+    try:
+        delta = float(new) - float(old)
+    except (TypeError, ValueError):
+        return "<td></td>"
+    worse = delta < 0 if higher_is_better else delta > 0
+    style = ' style="color:#8a1c13;font-weight:600"' if worse and abs(delta) > 1e-9 else ""
+    return f'<td class="num"{style}>{delta:+.4f}</td>'
+
+
+def _per_class(evaluation: dict) -> dict[str, dict]:
+    """Per-class figures of an evaluation record (its report also holds overall rows: skipped)."""
+    per_class = (evaluation.get("model") or {}).get("per_class") or {}
+    return {k: v for k, v in per_class.items() if isinstance(v, dict) and not k.endswith(" avg")}
+
+
+def render_compare(a: CardData, b: CardData) -> str:
+    """The page comparing version a (the one in place, usually) with version b (the candidate)."""
+    va, vb = f"v{a.version}", f"v{b.version}"
+    parts = [
+        f"<h1>{esc(a.model)}: version {esc(a.version)} against version {esc(b.version)}</h1>",
+        f"<p class=sub>{esc(va)} holds {esc(', '.join(a.aliases) or 'no alias')}; {esc(vb)} holds "
+        f"{esc(', '.join(b.aliases) or 'no alias')}. Red: {esc(vb)} is worse.</p>",
+    ]
+    names = sorted({k for c in (a, b) for k in c.tags if k.startswith("metric.")})
+    rows = [
+        [
+            n.removeprefix("metric."),
+            f'<td class="num">{num(a.tags.get(n))}</td>',
+            f'<td class="num">{num(b.tags.get(n))}</td>',
+            _delta_cell(a.tags.get(n), b.tags.get(n)),
+        ]
+        for n in names
+    ]
+    for tag in ("fmpipe.blessed", "fmpipe.parity_passed"):
+        rows.append([tag.removeprefix("fmpipe."), a.tags.get(tag, "–"), b.tags.get(tag, "–"), ""])
+    parts.append("<h2>Metrics (test split)</h2>" + table(["metric", va, vb, "change"], rows))
+
+    eva = a.records.get("evaluation/evaluation.json") or {}
+    evb = b.records.get("evaluation/evaluation.json") or {}
+    pca, pcb = _per_class(eva), _per_class(evb)
+    classes = sorted(set(pca) | set(pcb))
+    if classes:
+        f1 = [(pca.get(c, {}).get("f1-score"), pcb.get(c, {}).get("f1-score")) for c in classes]
+        parts.append(
+            "<h2>Per class F1</h2>"
+            + table(
+                ["class", va, vb, "change"],
+                [
+                    [c, f'<td class="num">{num(x)}</td>', f'<td class="num">{num(y)}</td>', _delta_cell(x, y)]
+                    for c, (x, y) in zip(classes, f1, strict=True)
+                ],
+            )
+        )
+    slices = sorted(set(eva.get("slices") or {}) | set(evb.get("slices") or {}))
+    if slices:
+        pairs = [
+            (
+                (eva.get("slices") or {}).get(s, {}).get("macro_f1"),
+                (evb.get("slices") or {}).get(s, {}).get("macro_f1"),
+            )
+            for s in slices
+        ]
+        parts.append(
+            "<h2>Slices (macro-F1)</h2>"
+            + table(
+                ["slice", va, vb, "change"],
+                [
+                    [s, f'<td class="num">{num(x)}</td>', f'<td class="num">{num(y)}</td>', _delta_cell(x, y)]
+                    for s, (x, y) in zip(slices, pairs, strict=True)
+                ],
+            )
+        )
+
+    data = [
+        ("data set", "fmpipe.data_source"),
+        ("data md5", "fmpipe.data_md5"),
+        ("data version (.dvc commit)", "fmpipe.data_dvc_commit"),
+        ("code commit", "fmpipe.git_commit"),
+        ("base model", "fmpipe.base_model"),
+        ("params digest", "fmpipe.params_digest"),
+    ]
+    rows = [
+        [
+            label,
+            a.tags.get(tag, "–"),
+            b.tags.get(tag, "–"),
+            "changed" if a.tags.get(tag) != b.tags.get(tag) else "",
+        ]
+        for label, tag in data
+    ]
+    for label, key in (("rows kept", "rows_out"), ("rows read", "rows_in")):
+        x = ((a.records.get("ingest_report.json") or {}).get("clean") or {}).get(key, "–")
+        y = ((b.records.get("ingest_report.json") or {}).get("clean") or {}).get(key, "–")
+        rows.append([label, x, y, "changed" if x != y else ""])
+    parts.append("<h2>Data and code</h2>" + table(["", va, vb, ""], rows))
+
+    changed = changed_params(a, b)
+    parts.append(
+        "<h2>Parameters that changed</h2>"
+        + (table(["step.parameter", va, vb], [list(c) for c in changed]) if changed else "<p>none</p>")
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{esc(a.model)} {esc(va)} vs {esc(vb)}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main></body></html>"
+    )
