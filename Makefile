@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images image-data test test-slow test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images image-data browser test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ image-data:  ## install Fashion-MNIST (Debian's dataset-fashion-mnist) if it is 
 	@test -d $(FASHION_MNIST) || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null); } || \
 	  { echo "run as root: apt-get install dataset-fashion-mnist"; exit 1; }
+
+# Debian's chromium: the model card test looks at the page in a real headless browser.
+browser:  ## install chromium (Debian) if it is missing
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  { echo "run as root: apt-get install chromium"; exit 1; }
 
 run-images: setup image-data  ## the image task: Fashion-MNIST through the same pipeline (ARGS=--force)
 	$(VENV)/bin/fmpipe run --params params.fashion-mnist.yaml $(ARGS)

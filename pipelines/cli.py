@@ -222,6 +222,10 @@ def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int |
                 else f" (no alias: `fmpipe promote {model} --version {version} --to {alias} --reason ...`)")
         print(f"[fmpipe] nothing to do: {model} version {version}{held} was built from {same}; "
               "pass --force to train again", flush=True)
+        if args.json:
+            print(json.dumps({"succeeded": True, "skipped": "already built", "model": model,
+                              "version": version, "aliases": sorted(aliases), "model_card": None}),
+                  flush=True)
         return 0
     client = mlflow.MlflowClient(tracking_uri=ctx.tracking_uri, registry_uri=ctx.tracking_uri)
     aliases = filter(None, (params.evaluate.champion.alias, params.evaluate.champion.fallback_alias))
@@ -230,6 +234,9 @@ def _already_done(args: argparse.Namespace, params, ctx, data_md5: str) -> int |
         against = f"against champion version {champion}" if champion else "(no champion)"
         print(f"[fmpipe] nothing to do: pipeline run {run[:8]} trained on {same}, and evaluate did "
               f"not bless its model {against}; pass --force to train again", flush=True)
+        if args.json:
+            print(json.dumps({"succeeded": True, "skipped": "not blessed before", "model": model,
+                              "version": None, "aliases": [], "model_card": None}), flush=True)
         if args.require_registered:
             print("fmpipe: error: evaluate did not bless the model these inputs give, so nothing is "
                   "registered (--require-registered)", file=sys.stderr)
@@ -242,7 +249,7 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     from components.core.dataset import data_md5 as digest_of
     from pipelines.local import prune_old_runs, run_locally
     from pipelines.rerun import code_digest, inputs_digest
-    from pipelines.summary import exit_status, format_summary
+    from pipelines.summary import exit_status, format_summary, summary_json
 
     path, label, dvc_commit = _prepare_data(params, root, args.data, args.data_rev, not args.no_push)
     ctx = _context(params, root, run_dir.name, label)
@@ -258,6 +265,8 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
         print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {run_dir.parent} "
               f"(their logs stay; --keep-runs {args.keep_runs})", flush=True)
     print(format_summary(outcome, model, ctx.tracking_uri))
+    if args.json:
+        print(summary_json(outcome, model), flush=True)
     status, error = exit_status(outcome, args.require_registered)
     if error:
         print(f"fmpipe: error: {error}", file=sys.stderr)
@@ -474,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true",
                      help="when another `fmpipe run` is going in this repository, start after it "
                      f"ends (by default this run stops at once with exit status {BUSY_EXIT})")
+    run.add_argument("--json", action="store_true",
+                     help="end with one JSON line: run id, outcome, model version, aliases, metrics, "
+                     "the model card's path (for CI)")
     run.add_argument("--keep-runs", type=int, default=5, metavar="N",
                      help="keep the outputs (model, ONNX, splits) of the newest N runs under "
                      ".fmpipe/runs and delete older ones, logs kept (default 5; 0 = keep all)")

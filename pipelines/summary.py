@@ -60,6 +60,8 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
         aliases = [k.split(".")[-1] for k, v in t.items() if k.startswith("fmpipe.alias.") and v == version]
         lines.append(f"  registered: {model_name} version {version}"
                      + (f", alias: {', '.join(aliases)}" if aliases else " (no alias moved)"))
+        card = model_card_path(outcome)
+        lines.append(f"  model card: {card}" if card else f"  model card: fmpipe card {model_name}/{version}")
     else:
         lines.append("  registered: nothing (no new model version, no alias moved)")
     times = [(s, m[f"time_{s}_s"]) for s in STEP_ORDER if f"time_{s}_s" in m]
@@ -72,6 +74,31 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
     lines.append(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri {masked(tracking_uri)}")
     lines.append("=" * 64)
     return "\n".join(lines)
+
+
+def model_card_path(outcome: RunOutcome) -> str | None:
+    """The card the promote step wrote under the run's outputs (its KFP HTML output), if any."""
+    if outcome.outputs_dir is None:
+        return None
+    found = sorted(outcome.outputs_dir.rglob("promote/model_card"))
+    return str(found[0]) if found else None
+
+
+def summary_json(outcome: RunOutcome, model_name: str) -> str:
+    """The run's outcome as one JSON line, for CI (`fmpipe run --json`)."""
+    import json
+
+    t = outcome.tags
+    version = t.get("fmpipe.model_version")
+    return json.dumps({
+        "pipeline_run_id": outcome.ctx.pipeline_run_id, "succeeded": outcome.succeeded,
+        "error": outcome.error, "model": model_name, "version": version,
+        "aliases": sorted(k.split(".")[-1] for k, v in t.items()
+                          if k.startswith("fmpipe.alias.") and v == version),
+        "blessed": t.get("fmpipe.blessed") == "true", "shipped_variant": t.get("fmpipe.onnx_variant"),
+        "metrics": {k: v for k, v in sorted(outcome.metrics.items())},
+        "model_card": model_card_path(outcome) if version else None,
+        "outputs": str(outcome.outputs_dir) if outcome.outputs_dir else None})
 
 
 NOT_REGISTERED = 3  # the exit status of --require-registered when a run registers nothing

@@ -58,8 +58,10 @@ def metric_cell(name: str, value: Any, digits: int = 4) -> str:
 
 
 def image(b64: str, caption: str) -> str:
-    return (f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{b64}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
 def missing(text: str) -> str:
@@ -93,7 +95,7 @@ def _header(card: CardData) -> str:
     badges = (
         f'<span class="badge {"ok" if blessed else "bad"}">{"blessed" if blessed else "not blessed"}</span>'
         f'<span class="badge {"ok" if parity else "bad"}">'
-        f'{"parity passed" if parity else "parity failed"}</span>'
+        f"{'parity passed' if parity else 'parity failed'}</span>"
         + "".join(f'<span class="badge info">{esc(a)}</span>' for a in card.aliases)
     )
     metrics = [
@@ -139,6 +141,17 @@ def _lineage(card: CardData) -> str:
         out += "<h3>Rows</h3>" + table(["", "rows"], rows)
     else:
         out += missing("no ingest report recorded")
+    drift = {
+        k.removeprefix("drift_"): v
+        for k, v in card.steps.get("validate_data", {}).get("metrics", {}).items()
+        if k.startswith("drift_")
+    }
+    if drift:
+        out += "<h3>Drift against production's data</h3>" + table(
+            ["figure", "value"], [[k, f'<td class="num">{num(v)}</td>'] for k, v in sorted(drift.items())]
+        )
+    elif "validate_data" in card.steps:
+        out += "<p class=sub>Drift: no production version to compare with when this one was validated.</p>"
     validation = card.records.get("validation/result.json")
     if validation:
         checks = validation.get("checks", [])
@@ -337,9 +350,11 @@ def _explanations(card: CardData) -> str:
 
 
 def _token(token: str, weight: float) -> str:
-    # red: towards the predicted class; blue: against it
+    # red: towards the predicted class; blue: against it. A word piece (##ing) joins its word.
     color = f"rgba(220,50,47,{abs(weight):.2f})" if weight > 0 else f"rgba(38,139,210,{abs(weight):.2f})"
-    return f'<span class="tok" style="background:{color}" title="{weight:+.2f}">{esc(token)}</span> '
+    space = "" if token.startswith("##") else " "
+    word = esc(token.removeprefix("##"))
+    return f'{space}<span class="tok" style="background:{color}" title="{weight:+.2f}">{word}</span>'
 
 
 def _export(card: CardData) -> str:
@@ -347,30 +362,55 @@ def _export(card: CardData) -> str:
     if not checks:
         return "<h2>Export</h2>" + missing("no export record")
     parity = checks.get("parity") or {}
+    shown = checks.get("runtime") not in (None, checks.get("shipped"))
+    runtime = f" on {esc(checks['runtime'])}" if shown else ""
     out = (
-        f"<h2>Export</h2><p>Shipped: <b>{esc(checks.get('shipped'))}</b> on {esc(checks.get('runtime'))}. "
+        f"<h2>Export</h2><p>Shipped: <b>{esc(checks.get('shipped'))}</b>{runtime}. "
         f"Parity {'passed' if parity.get('passed') else 'FAILED'}: max |logit diff| "
         f"{num(parity.get('max_abs_logit_diff'), 5)}, argmax agreement "
         f"{num(parity.get('argmax_agreement'))}; "
         f"serving smoke check {'passed' if (checks.get('smoke') or {}).get('passed') else 'FAILED'}.</p>"
     )
     timings = checks.get("timings") or {}
-    macro = checks.get("macro_f1") or {}
-    rows = []
+    macro, loss = checks.get("macro_f1") or {}, checks.get("f1_loss") or {}
+    agreement = checks.get("agreement") or {}
+    rows, classes = [], []
     for name, t in timings.items():
         # export measured quality per ONNX variant and for torch fp32 (`torch`), not for torch bf16
         key = name.removeprefix("onnx_") if name.startswith("onnx_") else "torch" * (name == "torch_fp32")
         rows.append(
             [
-                name,
+                name + (" (shipped)" if key == checks.get("shipped") else ""),
                 f'<td class="num">{num(t.get("b1_ms"), 2)}</td>',
                 f'<td class="num">{num(t.get("b32_seq_per_s"), 1)}</td>',
                 f'<td class="num">{num(macro.get(key))}</td>',
+                f'<td class="num">{num(loss.get(key))}</td>',
+                f'<td class="num">{num(agreement.get(key))}</td>',
             ]
         )
+        classes.append("")
     if rows:
-        out += table(["variant", "batch 1 (ms)", "batch 32 (inputs/s)", "test macro-F1"], rows)
-    return out
+        out += table(
+            [
+                "variant",
+                "batch 1 (ms)",
+                "batch 32 (inputs/s)",
+                "test macro-F1",
+                "F1 loss vs torch",
+                "argmax agreement",
+            ],
+            rows,
+            classes,
+        )
+    gate = card.steps.get("export_onnx", {}).get("params", {}).get("max_quantized_f1_loss")
+    why = (
+        "Why: the first variant of export_onnx.ship_preference that was built on this machine and "
+        "passed its gate ships; a reduced-precision variant (int8, openvino_bf16) must lose at most "
+        f"{gate or 'export_onnx.max_quantized_f1_loss'} macro-F1 against torch"
+    )
+    if checks.get("champion_floor") is not None:
+        why += f" and keep the champion rule (macro-F1 >= {num(checks['champion_floor'])})"
+    return out + f"<p class=sub>{esc(why)}.</p>"
 
 
 def _registry(card: CardData) -> str:

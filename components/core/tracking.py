@@ -172,8 +172,11 @@ def step_run(ctx: RunContext, step: str) -> Iterator[StepTracker]:
         tags={PIPELINE_RUN_TAG: ctx.pipeline_run_id, STEP_TAG: step, KIND_TAG: "step"},
     ) as run:
         tracker = StepTracker(run.info.run_id, parent)
+        note(f"{step}: started")
+        state = "failed"
         try:
             yield tracker
+            state = "succeeded"
         except BaseException as exc:
             message = str(exc) if isinstance(exc, FmpipeError) else f"{type(exc).__name__}: {exc}"
             mlflow.set_tag(ERROR_TAG, message[:4000])
@@ -184,6 +187,7 @@ def step_run(ctx: RunContext, step: str) -> Iterator[StepTracker]:
             seconds = time.perf_counter() - started
             tracker.client.log_metric(run.info.run_id, "step_seconds", seconds)
             tracker.client.log_metric(parent, f"time_{step}_s", seconds)
+            note(f"{step}: {state} in {seconds:.1f} s")
 
 
 def mlflow_status(kfp_state: str) -> str:

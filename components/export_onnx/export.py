@@ -27,6 +27,7 @@ import numpy as np
 
 from components.core import metrics
 from components.core.config import ExportConfig
+from components.core.tracking import note
 from components.serving.serving import (
     CANARIES_FILE,
     MODEL_FILE,
@@ -147,14 +148,17 @@ def _time_variants(variants: dict[str, Variant], model_dir: Path, task: Task, th
     feeds = {batch: task.timing_feeds(model_dir, batch) for batch in (1, 32)}
     out: dict[str, dict[str, float]] = {}
     model = task.load_finetuned(model_dir)[1].eval()
-    for name, bf16 in (("torch_fp32", False), ("torch_bf16", True)):
+    total = 2 + len(variants)
+    for done, (name, bf16) in enumerate((("torch_fp32", False), ("torch_bf16", True))):
+        note(f"export_onnx: timing {name} ({done + 1}/{total})")
         times = {}
         for batch, n in zip((1, 32), repeats, strict=True):
             tensors = {k: torch.from_numpy(v) for k, v in feeds[batch].items()}
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 times[batch] = clock(lambda t=tensors: model(**t), n)
         out[name] = {"b1_ms": times[1] * 1000, "b32_seq_per_s": 32 / times[32]}
-    for name, variant in variants.items():
+    for done, (name, variant) in enumerate(variants.items(), start=3):
+        note(f"export_onnx: timing onnx_{name} ({done}/{total})")
         session = Session(variant.path, variant.runtime, threads)
         one, many = ({k: feeds[b][k] for k in session.input_names} for b in (1, 32))
         b1 = clock(lambda s=session, f=one: s.run(f), repeats[0])

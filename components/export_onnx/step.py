@@ -30,7 +30,7 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
                                   test[LABEL].tolist(), cfg, task, champion_floor=floor)
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
         track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
-                      "openvino_bf16": cfg.openvino_bf16,
+                      "openvino_bf16": cfg.openvino_bf16, "max_quantized_f1_loss": cfg.max_quantized_f1_loss,
                       "ship_preference": ",".join(cfg.ship_preference)})
         figures = {"parity_max_abs_logit_diff": result.parity.max_abs_logit_diff,
                    "parity_argmax_agreement": result.parity.argmax_agreement,

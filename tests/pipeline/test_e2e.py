@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def project(tmp_path_factory, tiny_csv):
 
 @pytest.fixture(scope="module")
 def good_run(project):
-    return fmpipe(project, "run", "--data", "tweets.csv")
+    return fmpipe(project, "run", "--data", "tweets.csv", "--json")
 
 
 def start_run_until(project: Path, mark: str, *args: str) -> tuple[subprocess.Popen, str]:
@@ -61,6 +62,11 @@ def test_pipeline_registers_and_stages_a_new_version(project, good_run):
         assert tags.get(key), f"lineage tag {key} missing"
     assert tags["fmpipe.blessed"] == "true" and tags["fmpipe.parity_passed"] == "true"
     assert "alias: staging" in good_run.stdout
+    summary = json.loads(good_run.stdout.strip().splitlines()[-1])  # --json: the last line, for CI
+    assert (summary["succeeded"], summary["version"], summary["aliases"]) == (True, "1", ["staging"])
+    assert summary["metrics"]["test_macro_f1"] > 0 and summary["blessed"] is True
+    assert Path(summary["model_card"]).read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert f"model card: {summary['model_card']}" in good_run.stdout
 
 
 def test_the_staged_version_has_a_card_a_person_can_open(project, good_run):
@@ -101,9 +107,10 @@ def test_the_staged_version_has_a_card_a_person_can_open(project, good_run):
 def test_a_rerun_on_the_same_data_params_and_code_does_nothing(project, good_run):
     (version,) = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
     assert len(version.tags["fmpipe.inputs_digest"]) == 32
-    again = fmpipe(project, "run", "--data", "tweets.csv")
+    again = fmpipe(project, "run", "--data", "tweets.csv", "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"nothing to do: {MODEL} version 1 (aliases: staging) was built from the same data" in again.stdout
+    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == "already built"
     assert "starting under kfp.local" not in again.stdout
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")) == 1
 
