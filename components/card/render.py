@@ -9,7 +9,7 @@ import html
 import io
 from typing import Any
 
-from components.card.gather import CardData
+from components.card.gather import STEPS, CardData
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;
@@ -185,7 +185,9 @@ def _training(card: CardData) -> str:
     else:
         out += missing("no training curves recorded")
     steps = [
-        [name, f'<td class="num">{num(info.get("seconds"), 1)}</td>'] for name, info in card.steps.items()
+        [name, f'<td class="num">{num(card.steps[name].get("seconds"), 1)}</td>']
+        for name in STEPS
+        if name in card.steps
     ]
     finetune = card.steps.get("finetune", {}).get("metrics", {})
     if "samples_per_second" in finetune:
