@@ -82,3 +82,13 @@ def test_the_registered_image_model_serves_files_and_bytes(project, good_run, tm
     missing = fmpipe(project, "predict", MODEL, str(tmp_path / "nope.png"))
     assert missing.returncode != 0
     assert "nope.png: no such image file" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_the_image_models_card_shows_saliency_overlays(project, good_run):
+    out = project / "card.html"
+    made = fmpipe(project, "card", f"{MODEL}@staging", "-o", str(out))
+    assert made.returncode == 0, made.stderr[-2000:]
+    page = out.read_text(encoding="utf-8")
+    assert 'class="missing"' not in page
+    # integrated gradients over the pixels, one overlay per explained test image (6 by default)
+    assert page.count('alt="saliency (red: pushes towards the prediction)"') == 6
