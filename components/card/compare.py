@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.card.gather import CardData
-from components.card.render import CSS, esc, num, table
+from components.card.render import CSS, Raw, esc, ncell, table
 
 
 def step_params(card: CardData) -> dict[str, str]:
@@ -22,10 +22,10 @@ def _delta_cell(old: Any, new: Any, higher_is_better: bool = True) -> str:
     try:
         delta = float(new) - float(old)
     except (TypeError, ValueError):
-        return "<td></td>"
+        return Raw("<td></td>")
     worse = delta < 0 if higher_is_better else delta > 0
     style = ' style="color:#8a1c13;font-weight:600"' if worse and abs(delta) > 1e-9 else ""
-    return f'<td class="num"{style}>{delta:+.4f}</td>'
+    return Raw(f'<td class="num"{style}>{delta:+.4f}</td>')
 
 
 def _per_class(evaluation: dict) -> dict[str, dict]:
@@ -46,8 +46,8 @@ def render_compare(a: CardData, b: CardData) -> str:
     rows = [
         [
             n.removeprefix("metric."),
-            f'<td class="num">{num(a.tags.get(n))}</td>',
-            f'<td class="num">{num(b.tags.get(n))}</td>',
+            ncell(a.tags.get(n)),
+            ncell(b.tags.get(n)),
             _delta_cell(a.tags.get(n), b.tags.get(n)),
         ]
         for n in names
@@ -67,7 +67,7 @@ def render_compare(a: CardData, b: CardData) -> str:
             + table(
                 ["class", va, vb, "change"],
                 [
-                    [c, f'<td class="num">{num(x)}</td>', f'<td class="num">{num(y)}</td>', _delta_cell(x, y)]
+                    [c, ncell(x), ncell(y), _delta_cell(x, y)]
                     for c, (x, y) in zip(classes, f1, strict=True)
                 ],
             )
@@ -86,7 +86,7 @@ def render_compare(a: CardData, b: CardData) -> str:
             + table(
                 ["slice", va, vb, "change"],
                 [
-                    [s, f'<td class="num">{num(x)}</td>', f'<td class="num">{num(y)}</td>', _delta_cell(x, y)]
+                    [s, ncell(x), ncell(y), _delta_cell(x, y)]
                     for s, (x, y) in zip(slices, pairs, strict=True)
                 ],
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Any
 
 from components.card.gather import STEPS, CardData
@@ -32,6 +33,14 @@ img{max-width:520px;border:1px solid #dde1e7;background:#fff} figcaption{font-si
 """
 
 
+class Raw(str):
+    """Markup built here from escaped parts: `table` puts it in as it is. Every other cell (any
+    string from the registry, the data or a person) is escaped."""
+
+
+BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
 def esc(value: Any) -> str:
     return html.escape(str(value))
 
@@ -48,16 +57,23 @@ def table(headers: list[str], rows: list[list[Any]], classes: list[str] | None =
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        cells = "".join(cell if str(cell).startswith("<td") else f"<td>{esc(cell)}</td>" for cell in row)
+        cells = "".join(cell if isinstance(cell, Raw) else f"<td>{esc(cell)}</td>" for cell in row)
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def metric_cell(name: str, value: Any, digits: int = 4) -> str:
-    return f'<td class="num" data-metric="{esc(name)}">{num(value, digits)}</td>'
+    return Raw(f'<td class="num" data-metric="{esc(name)}">{num(value, digits)}</td>')
+
+
+def ncell(value: Any, digits: int | None = 4) -> Raw:
+    """A right-aligned cell: the value as a number with `digits` decimals (None: as it is, escaped)."""
+    return Raw(f'<td class="num">{num(value, digits) if digits is not None else esc(value)}</td>')
 
 
 def image(b64: str, caption: str) -> str:
+    if not BASE64.match(b64):  # a record that is not plain base64 never reaches the attribute
+        return missing(f"{caption}: the recorded image is not base64")
     return (
         f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{b64}">'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
@@ -148,7 +164,7 @@ def _lineage(card: CardData) -> str:
     }
     if drift:
         out += "<h3>Drift against production's data</h3>" + table(
-            ["figure", "value"], [[k, f'<td class="num">{num(v)}</td>'] for k, v in sorted(drift.items())]
+            ["figure", "value"], [[k, ncell(v)] for k, v in sorted(drift.items())]
         )
     elif "validate_data" in card.steps:
         out += "<p class=sub>Drift: no production version to compare with when this one was validated.</p>"
@@ -185,7 +201,7 @@ def _training(card: CardData) -> str:
     else:
         out += missing("no training curves recorded")
     steps = [
-        [name, f'<td class="num">{num(card.steps[name].get("seconds"), 1)}</td>']
+        [name, ncell(card.steps[name].get("seconds"), 1)]
         for name in STEPS
         if name in card.steps
     ]
@@ -194,7 +210,7 @@ def _training(card: CardData) -> str:
         steps.append(
             [
                 "finetune throughput (samples/s)",
-                f'<td class="num">{num(finetune["samples_per_second"], 1)}</td>',
+                ncell(finetune["samples_per_second"], 1),
             ]
         )
     return out + (table(["step", "seconds"], steps) if steps else "")
@@ -241,8 +257,8 @@ def _evaluation(card: CardData) -> str:
         rows.append(
             [
                 f"baseline: {name}",
-                f'<td class="num">{num(base.get("macro_f1"))}</td>',
-                f'<td class="num">{num(base.get("accuracy"))}</td>',
+                ncell(base.get("macro_f1")),
+                ncell(base.get("accuracy")),
             ]
         )
     champion = ev.get("champion") or {}
@@ -250,8 +266,8 @@ def _evaluation(card: CardData) -> str:
         rows.append(
             [
                 f"champion: version {champion.get('version')}",
-                f'<td class="num">{num(champion["metrics"].get("macro_f1"))}</td>',
-                f'<td class="num">{num(champion["metrics"].get("accuracy"))}</td>',
+                ncell(champion["metrics"].get("macro_f1")),
+                ncell(champion["metrics"].get("accuracy")),
             ]
         )
     out = "<h2>Evaluation</h2><h3>Against the baselines and the champion (test split)</h3>"
@@ -263,8 +279,8 @@ def _evaluation(card: CardData) -> str:
         [
             [
                 c.get("name"),
-                f'<td class="num">{num(c.get("value"))}</td>',
-                f'<td class="num">{num(c.get("threshold"))}</td>',
+                ncell(c.get("value")),
+                ncell(c.get("threshold")),
                 "yes" if c.get("passed") else "NO",
                 c.get("note", ""),
             ]
@@ -280,7 +296,7 @@ def _evaluation(card: CardData) -> str:
                 [
                     name,
                     *(
-                        f'<td class="num">{num(m.get(k), 3 if k != "support" else 0)}</td>'
+                        ncell(m.get(k), 3 if k != "support" else 0)
                         for k in ("precision", "recall", "f1-score", "support")
                     ),
                 ]
@@ -298,9 +314,9 @@ def _evaluation(card: CardData) -> str:
             rows.append(
                 [
                     name,
-                    f'<td class="num">{s.get("rows", "–")}</td>',
-                    f'<td class="num">{num(s.get("macro_f1"))}</td>',
-                    f'<td class="num">{num(theirs)}</td>',
+                    ncell(s.get("rows", "–"), None),
+                    ncell(s.get("macro_f1")),
+                    ncell(theirs),
                     "regressed" if worse else "",
                 ]
             )
@@ -383,11 +399,11 @@ def _export(card: CardData) -> str:
         rows.append(
             [
                 name + (" (shipped)" if key == checks.get("shipped") else ""),
-                f'<td class="num">{num(t.get("b1_ms"), 2)}</td>',
-                f'<td class="num">{num(t.get("b32_seq_per_s"), 1)}</td>',
-                f'<td class="num">{num(macro.get(key))}</td>',
-                f'<td class="num">{num(loss.get(key))}</td>',
-                f'<td class="num">{num(agreement.get(key))}</td>',
+                ncell(t.get("b1_ms"), 2),
+                ncell(t.get("b32_seq_per_s"), 1),
+                ncell(macro.get(key)),
+                ncell(loss.get(key)),
+                ncell(agreement.get(key)),
             ]
         )
         classes.append("")

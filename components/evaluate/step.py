@@ -48,8 +48,11 @@ def run(data_dir: Path, model_dir: Path, out_dir: Path, params: Params, ctx: Run
         plot_slices(result.slices, out_dir / "slices.png", champion_slices)
         task.plots(splits["test"], result.predictions, out_dir)
         if cfg.explain_examples:
-            record = explain(task, model_dir, splits["test"], result, cfg.explain_examples)
-            (out_dir / EXPLANATIONS_FILE).write_text(json.dumps(record))
+            try:
+                record = explain(task, model_dir, splits["test"], result, cfg.explain_examples)
+                (out_dir / EXPLANATIONS_FILE).write_text(json.dumps(record))
+            except Exception as exc:  # explanations are for people; they never fail an evaluation
+                note(f"evaluate: no explanations ({type(exc).__name__}: {exc})")
         track.artifact(out_dir, "evaluation")
 
         headline = {f"test_{k}": result.model[k] for k in ("accuracy", "macro_f1", "weighted_f1")}

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 REQUEST_PREFIX = "fmpipe.request."
-PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+PENDING, APPROVING, APPROVED, REJECTED, EXPIRED = "pending", "approving", "approved", "rejected", "expired"
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Request:
     decided_by: str = ""
     decided_at: str = ""
     decision: str = ""    # the approver's or rejecter's reason
+    started_by: str = ""  # a pipeline's request: who started the run (may not approve it either)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -94,6 +95,7 @@ def requests(registered: Any) -> list[Request]:
 def request_promotion(
     model_name: str, version: str, reason: str, actor: str, ttl_h: float, *,
     alias: str = PRODUCTION, client: MlflowClient, lease_s: float = MoveLimits().lease_s,
+    started_by: str = "",
 ) -> Request:
     """Record a request to move `alias` to `version` (gates checked now and again at approval)."""
     version = str(version)
@@ -110,7 +112,8 @@ def request_promotion(
     now = datetime.now(UTC)
     request = Request(id=uuid.uuid4().hex[:8], alias=alias, version=version, expected=current,
                       requester=actor, reason=reason[:MAX_REASON_CHARS], at=utc_now(),
-                      expires=(now + timedelta(hours=ttl_h)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                      expires=(now + timedelta(hours=ttl_h)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      started_by=started_by)
     client.set_registered_model_tag(model_name, REQUEST_PREFIX + request.id, request.to_json())
     return request
 
@@ -133,16 +136,24 @@ def decide(
         _record(client, model_name, replace(request, state=EXPIRED, decided_at=request.expires))
         raise FmpipeError(f"request {request_id} expired at {request.expires}; request the move again")
     move = None
-    if approve:
-        if identity(actor) == identity(request.requester):
-            raise GateError(f"the two-person rule: {identity(actor)} made request {request_id}, so someone "
-                            "else must approve it")
-        why = (f"{request.reason} (requested by {request.requester} as request {request.id}"
-               + (f"; approved: {reason})" if reason else "; approved)"))
-        move = promote(model_name, request.version, request.alias, why, actor, expected=request.expected,
-                       client=client, limits=limits, approval=request.id)
     decided = replace(request, state=APPROVED if approve else REJECTED, decided_by=actor,
                       decided_at=utc_now(), decision=reason[:MAX_REASON_CHARS])
+    if approve:
+        authors = {identity(request.requester), identity(request.started_by or request.requester)}
+        if identity(actor) in authors:
+            raise GateError(f"the two-person rule: {identity(actor)} made (or started the run that made) "
+                            f"request {request_id}, so someone else must approve it")
+        why = (f"{request.reason} (requested by {request.requester} as request {request.id}"
+               + (f"; approved: {reason})" if reason else "; approved)"))
+        # Decided before the move: the request can never be approved twice; if the move fails
+        # (production moved since, a gate), the request goes back to pending.
+        _record(client, model_name, replace(decided, state=APPROVING))
+        try:
+            move = promote(model_name, request.version, request.alias, why, actor, expected=request.expected,
+                           client=client, limits=limits, approval=request.id)
+        except BaseException:
+            _record(client, model_name, request)
+            raise
     _record(client, model_name, decided)
     return decided, move
 

@@ -416,6 +416,8 @@ def promote_across(
             client.set_model_version_tag(target_model, copy, CONTRACT_TAG, contract.to_tag())
             if registered_contract(target_model, client) is None:
                 client.set_registered_model_tag(target_model, CONTRACT_TAG, contract.to_tag())
+    if approval_required(source_model) and not approval_required(get_model(client, target_model)):
+        client.set_registered_model_tag(target_model, APPROVAL_TAG, "true")  # the copy keeps the rule
     registered = settle_stopped(client, target_model, actor, limits.lease_s)
     check_no_drift(registered, target_model, alias)
     current = alias_map(registered).get(alias)

@@ -10,6 +10,7 @@ from typing import Any
 
 from components.core.config import Params, RegistryConfig
 from components.core.contract import Contract, contract_for
+from components.core.errors import FmpipeError
 from components.core.tracking import RunContext, note, step_run
 from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
@@ -81,14 +82,30 @@ def run_register(
     return version
 
 
+def launcher() -> str:
+    """Who started this pipeline run (the step runs as them): FMPIPE_ACTOR where set, else the
+    login and host. The pipeline's own request may not be approved by them."""
+    import getpass
+    import socket
+
+    if os.environ.get("FMPIPE_ACTOR", "").strip():
+        return os.environ["FMPIPE_ACTOR"].strip()
+    try:
+        return f"user:{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name in some containers
+        return f"user:unknown@{socket.gethostname()}"
+
+
 def record_approval_rule(model: str, required: bool) -> None:
-    """The params of the pipeline that registers say whether production needs two people; kept on the
-    registered model so a promote run with other params is held to it too."""
+    """When the params of the pipeline that registers ask for two people in production, record it on
+    the registered model, so a promote run with other params is held to it too. Only ever switched
+    on here: a run with the default params must not lift it. Lifting it is deliberate (delete the
+    model's `fmpipe.production_approval` tag)."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    if client.get_registered_model(model).tags.get(APPROVAL_TAG, "false") != str(required).lower():
-        client.set_registered_model_tag(model, APPROVAL_TAG, str(required).lower())
+    if required and client.get_registered_model(model).tags.get(APPROVAL_TAG) != "true":
+        client.set_registered_model_tag(model, APPROVAL_TAG, "true")
 
 
 def run_promote(version: str, params: Params, ctx: RunContext, card: Path | None = None) -> AliasMove:
@@ -132,13 +149,16 @@ def write_model_card(model: str, version: str, out: Path | None, track: Any) -> 
     except Exception as exc:  # the card reads many records; none of them is worth a failed step
         note(f"promote: the model card was not written ({type(exc).__name__}: {exc})")
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / CARD_FILE
-        path.write_text(page, encoding="utf-8")
-        track.artifact(path)
-        model_run = client.get_model_version(model, version).tags.get("fmpipe.mlflow_run_id")
-        if model_run:
-            client.log_artifact(model_run, str(path))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / CARD_FILE
+            path.write_text(page, encoding="utf-8")
+            track.artifact(path)
+            model_run = client.get_model_version(model, version).tags.get("fmpipe.mlflow_run_id")
+            if model_run:
+                client.log_artifact(model_run, str(path))
+    except Exception as exc:  # e.g. the artifact store refusing: the card is still written below
+        note(f"promote: the model card was not logged to MLflow ({type(exc).__name__}: {exc})")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
@@ -162,10 +182,15 @@ def _auto_promote_production(model: str, version: str, actor: str, cfg: Registry
         return None
     if approval_required(get_model(client, model), cfg.production_approval):
         # The two-person rule: the pipeline is the requester; a person approves (fmpipe approve).
-        request = request_promotion(model, version, f"auto-promotion policy: {why}", actor,
-                                    cfg.approval_ttl_h, client=client, lease_s=limits.lease_s)
+        try:
+            request = request_promotion(model, version, f"auto-promotion policy: {why}", actor,
+                                        cfg.approval_ttl_h, client=client, lease_s=limits.lease_s,
+                                        started_by=launcher())
+        except FmpipeError as exc:  # e.g. a retried step: the request is already there
+            note(f"promote: production needs approval; no new request: {exc}")
+            return None
         note(f"promote: production needs approval: request {request.id} for version {version} ({why}); "
-             f"fmpipe approve {model} {request.id}")
+             f"someone other than {request.started_by} approves it: fmpipe approve {model} {request.id}")
         return None
     # expected=champion: if production moved since we compared, the comparison is void.
     move = promote(model, version, PRODUCTION, reason=f"auto-promotion policy: {why}", actor=actor,

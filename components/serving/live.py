@@ -14,14 +14,16 @@ and a batcher that groups concurrent requests into one run of the model.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import queue
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,6 +118,7 @@ class FollowState:
     last_poll: str = ""
     alias_version: str | None = None          # where the alias pointed at the last good poll
     refused: dict[str, str] = field(default_factory=dict)  # version -> why it was not swapped in
+    load_error: str = ""  # the last load that failed for a passing reason (retried at the next poll)
     swaps: list[dict[str, str]] = field(default_factory=list)  # {"from", "to", "at"}
 
 
@@ -128,6 +131,7 @@ class AliasFollower:
         self.poll_s, self.work, self.threads = poll_s, work, threads
         self.current: LoadedModel | None = None
         self.state = FollowState()
+        self.lock = threading.Lock()  # guards `state` between the poll thread and /metadata
         self._on_change: list[Callable[[LoadedModel | None, LoadedModel], None]] = []
         self._on_refused: list[Callable[[str, str], None]] = []
         self._stop = threading.Event()
@@ -142,26 +146,36 @@ class AliasFollower:
             if self.state.registry_ok or first != self.state.registry_error:
                 log.warning("registry: %s; still serving version %s", first,
                             self.current.version if self.current else "none")
-            self.state.registry_ok, self.state.registry_error = False, first
+            with self.lock:
+                self.state.registry_ok, self.state.registry_error = False, first
             return
-        self.state.registry_ok, self.state.registry_error = True, ""
-        self.state.last_poll, self.state.alias_version = utc_now(), version
+        with self.lock:
+            self.state.registry_ok, self.state.registry_error = True, ""
+            self.state.last_poll, self.state.alias_version = utc_now(), version
         current = self.current
         if (current and current.version == version) or version in self.state.refused:
             return
         try:
             loaded = load_version(self.client, self.model_name, version, self.work, self.threads)
-        except Exception as exc:  # VersionRefused, or the download failing midway
-            why = str(exc) if isinstance(exc, VersionRefused) else f"{type(exc).__name__}: {exc}"
-            self.state.refused[version] = why
+        except VersionRefused as exc:  # the version itself is bad: not tried again until the alias moves
+            with self.lock:
+                self.state.refused[version] = str(exc)
             log.error("not serving %s version %s: %s; still serving version %s", self.model_name, version,
-                      why, current.version if current else "none")
+                      exc, current.version if current else "none")
             for callback in self._on_refused:
-                callback(version, why)
+                callback(version, str(exc))
+            return
+        except Exception as exc:  # a download cut short, the registry going away: the next poll retries
+            with self.lock:
+                self.state.load_error = f"version {version}: {type(exc).__name__}: {str(exc)[:300]}"
+            log.warning("could not load %s version %s (%s: %s); retrying at the next poll", self.model_name,
+                        version, type(exc).__name__, exc)
             return
         self.current = loaded  # the swap: one reference; requests hold the model they started on
-        self.state.swaps.append({"from": current.version if current else "", "to": version,
-                                 "at": loaded.loaded_at})
+        with self.lock:
+            self.state.load_error = ""
+            self.state.swaps.append({"from": current.version if current else "", "to": version,
+                                     "at": loaded.loaded_at})
         log.info("serving %s version %s (alias %s)%s", self.model_name, version, self.alias,
                  f", was version {current.version}" if current else "")
         for callback in self._on_change:
@@ -177,6 +191,11 @@ class AliasFollower:
     def on_refused(self, callback: Callable[[str, str], None]) -> None:
         """Call callback(version, why) when a version is not swapped in."""
         self._on_refused.append(callback)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The following state as plain data, consistent (for /metadata)."""
+        with self.lock:
+            return json.loads(json.dumps(asdict(self.state)))
 
     def start(self) -> None:
         def loop() -> None:
@@ -241,33 +260,51 @@ class Batcher:
         self._last_size = len(jobs)
         return jobs
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         while (first := self._queue.get()) is not None:
-            jobs = self._gather(first)
-            groups: dict[int, list[_Job]] = {}
-            for job in jobs:  # one run per model: a swap mid-queue splits the batch
-                groups.setdefault(id(job.loaded), []).append(job)
-            for group in groups.values():
-                self._run(group)
+            try:
+                # A request given up on (its client went away) is not run.
+                jobs = [job for job in self._gather(first) if job.future.set_running_or_notify_cancel()]
+                groups: dict[int, list[_Job]] = {}
+                for job in jobs:  # one run per model: a swap mid-queue splits the batch
+                    groups.setdefault(id(job.loaded), []).append(job)
+                for group in groups.values():
+                    self._run(group)
+            except Exception:  # never let the model thread die: every later request would hang
+                log.exception("batcher")
 
     def _run(self, jobs: list[_Job]) -> None:
         model = jobs[0].loaded.model
         inputs = [item for job in jobs for item in job.inputs]
         if self._on_batch:
-            self._on_batch(len(inputs))
+            with contextlib.suppress(Exception):
+                self._on_batch(len(inputs))
         try:
             logits = model.logits(inputs, batch_size=max(self.max_batch, 1))
         except Exception as exc:
             if len(jobs) == 1:
-                jobs[0].future.set_exception(exc)
+                _settle(jobs[0].future, exception=exc)
                 return
             for job in jobs:  # one bad input must not fail its batch-mates: run each alone
                 self._run([job])
             return
         start = 0
         for job in jobs:
-            job.future.set_result(logits[start : start + len(job.inputs)])
+            _settle(job.future, result=logits[start : start + len(job.inputs)])
             start += len(job.inputs)
+
+
+def _settle(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
+    """Give a future its outcome, unless it is already done (cancelled meanwhile)."""
+    with contextlib.suppress(InvalidStateError):
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

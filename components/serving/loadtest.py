@@ -64,7 +64,9 @@ async def _connection(url: str, bodies: list[bytes], start: int, step: int, resu
             if wait > 0:
                 await asyncio.sleep(wait)
         body = bodies[i % len(bodies)]
-        sent = time.perf_counter()
+        # Open loop: latency counts from the request's slot, so a server that falls behind is not
+        # flattered by requests that started late (coordinated omission).
+        sent = min(time.perf_counter(), t0 + i * interval) if interval is not None else time.perf_counter()
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)

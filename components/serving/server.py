@@ -24,7 +24,6 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -117,6 +116,20 @@ def parse_inputs(body: bytes, task: str, cfg: ServeConfig) -> list:
     return [decode_image(i, item) for i, item in enumerate(inputs)]
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than `limit` bytes (a chunked upload declares no length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"request body is over the limit of {limit / 1024 / 1024:g} MB", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+MAX_IMAGE_PIXELS = 40_000_000  # a decoded image this large would stall the server: refused
+
+
 def decode_image(index: int, item: str) -> bytes:
     """A base64 image file, checked to decode here, so one bad image cannot fail a batch."""
     from PIL import Image
@@ -127,7 +140,12 @@ def decode_image(index: int, item: str) -> bytes:
         raise BadRequest(f"input {index} is not base64") from None
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # known from the header, before decoding
+                raise BadRequest(f"input {index} is {image.width}x{image.height} pixels; the limit is "
+                                 f"{MAX_IMAGE_PIXELS:,} pixels", 413)
             image.load()
+    except BadRequest:
+        raise
     except Exception as exc:  # Pillow raises several kinds for bad files
         why = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
         raise BadRequest(f"input {index} is not an image this model can read ({why})") from None
@@ -137,6 +155,7 @@ def decode_image(index: int, item: str) -> bytes:
 def create_app(follower: AliasFollower, cfg: ServeConfig, metrics: Metrics | None = None) -> FastAPI:
     """The app around a follower that already tracks the alias (its `current` is what serves)."""
     metrics = metrics or Metrics(follower.model_name, follower.alias)
+    limit = int(cfg.max_body_mb * 1024 * 1024)
     batcher = Batcher(cfg.max_batch, cfg.max_wait_ms, on_batch=metrics.batch.observe)
 
     @contextlib.asynccontextmanager
@@ -178,11 +197,15 @@ def create_app(follower: AliasFollower, cfg: ServeConfig, metrics: Metrics | Non
         if loaded is None:
             return error(503, "not_ready", "no model loaded yet")
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > cfg.max_body_mb * 1024 * 1024:
+        if declared and declared.isdigit() and int(declared) > limit:
             return error(413, "too_large", f"request body of {declared} bytes is over the limit of "
                          f"{cfg.max_body_mb:g} MB")
         try:
-            inputs = parse_inputs(await request.body(), loaded.task, cfg)
+            body = await read_body(request, limit)
+            if loaded.task == "text":
+                inputs = parse_inputs(body, loaded.task, cfg)
+            else:  # decoding images takes time: not on the event loop, which serves everyone
+                inputs = await asyncio.to_thread(parse_inputs, body, loaded.task, cfg)
         except BadRequest as exc:
             return error(exc.status, "bad_request", str(exc))
         try:
@@ -209,13 +232,15 @@ def create_app(follower: AliasFollower, cfg: ServeConfig, metrics: Metrics | Non
         loaded = follower.current
         if loaded is None:
             return JSONResponse({"ready": False, "error": "no model loaded yet"}, status_code=503)
+        if not batcher.alive:
+            return JSONResponse({"ready": False, "error": "the model thread stopped"}, status_code=503)
         return JSONResponse({"ready": True, "model": loaded.model_name, "version": loaded.version})
 
     @app.get("/metadata")
     async def metadata() -> dict:
         loaded = follower.current
         return {**(loaded.metadata() if loaded else {"model": follower.model_name, "version": None}),
-                "alias": follower.alias, "poll_s": follower.poll_s, "following": asdict(follower.state),
+                "alias": follower.alias, "poll_s": follower.poll_s, "following": follower.snapshot(),
                 "torch_loaded": "torch" in sys.modules}
 
     @app.get("/metrics")

@@ -91,16 +91,24 @@ def test_an_approval_moves_production_only_from_where_it_was_requested(store, mo
     assert next(r for r in requests(get_model(client, model)) if r.id == second.id).state == PENDING
 
 
-def test_auto_promotion_under_the_rule_files_a_request(store, model):
+def test_auto_promotion_under_the_rule_files_a_request(store, model, monkeypatch):
     client = store.client
     v1, v2 = staged_versions(client, model, 2)  # v2 has the higher test_macro_f1
     to_production(client, model, v1)
     record_approval_rule(model, True)
-    cfg = RegistryConfig(production_approval=True, lock_wait_s=FAST.wait_s)
+    record_approval_rule(model, False)  # a later run with the default params does not lift it
+    monkeypatch.setenv("FMPIPE_ACTOR", "user:carol@ci")  # who started the pipeline run
+    cfg = RegistryConfig(production_approval=False, lock_wait_s=FAST.wait_s)
     assert _auto_promote_production(model, v2, "pipeline:run-1", cfg) is None
+    assert _auto_promote_production(model, v2, "pipeline:run-1", cfg) is None  # a retried step
     assert aliases(client, model)[PRODUCTION] == v1
     (request,) = requests(get_model(client, model))
     assert (request.version, request.requester, request.state) == (v2, "pipeline:run-1", PENDING)
+    with pytest.raises(GateError, match="started the run"):  # carol cannot approve her own run's request
+        decide(model, request.id, "user:carol@laptop", approve=True, client=client, limits=FAST)
+    assert requests(get_model(client, model))[0].state == PENDING
+    decide(model, request.id, BOB, approve=True, client=client, limits=FAST)
+    assert aliases(client, model)[PRODUCTION] == v2
 
 
 def test_cli_request_approve_and_history(store, model, capsys, monkeypatch):

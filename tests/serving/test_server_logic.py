@@ -46,6 +46,12 @@ def test_image_inputs_are_decoded_before_they_reach_a_batch():
     assert parse_inputs(json.dumps({"inputs": [good]}).encode(), "image", ServeConfig()) == [png.getvalue()]
     with pytest.raises(BadRequest, match="input 1 is not base64"):
         parse_inputs(json.dumps({"inputs": [good, "%%%"]}).encode(), "image", ServeConfig())
+    huge = io.BytesIO()
+    Image.new("1", (7000, 7000)).save(huge, "PNG")  # a few KB that would decode to 49M pixels
+    with pytest.raises(BadRequest, match="input 0 is 7000x7000 pixels; the limit is 40,000,000") as caught:
+        parse_inputs(json.dumps({"inputs": [base64.b64encode(huge.getvalue()).decode()]}).encode(), "image",
+                     ServeConfig())
+    assert caught.value.status == 413
     with pytest.raises(BadRequest, match=r"input 0 is not an image this model can read \(cannot identify"):
         parse_inputs(json.dumps({"inputs": [base64.b64encode(b"GIF8 but not").decode()]}).encode(), "image",
                      ServeConfig())

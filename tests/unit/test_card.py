@@ -35,3 +35,17 @@ def test_a_version_without_records_gets_a_card_that_says_so():
     assert "no evaluation record" in page and "no explanations recorded" in page
     assert "no export record" in page
     assert "the version has no fmpipe.pipeline_run_id tag" in page
+
+
+def test_strings_from_the_registry_and_the_data_are_escaped():
+    evil = '<td><img src=x onerror="alert(1)"></td>'
+    data = CardData(model="m", version="1", task="text", created="", description=evil,
+                    tags={"metric.f1": "1"}, aliases=[], all_aliases={"staging": "1"}, requests=[],
+                    history=[{"seq": 1, "at": "t", "alias": "staging", "version": "1", "previous": None,
+                              "action": "promote", "actor": evil, "reason": evil, "state": "done"}])
+    data.records["evaluation/explanations.json"] = {"examples": [
+        {"label": evil, "predicted": "x", "probability": 1.0, "overlay_png": '"><script>alert(1)</script>'}]}
+    page = render(data)
+    assert "<img src=x" not in page and "<script>" not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+    assert "the recorded image is not base64" in page
