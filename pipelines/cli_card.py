@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.errors import FmpipeError
-from pipelines.cli_registry import _connect, _one_line_errors, user_path
+from pipelines.cli_registry import _connect, _one_line_errors, params_arguments, user_path
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -63,8 +63,5 @@ def add_card_command(sub: Any) -> None:
     p.add_argument("--open", action="store_true", help="open it in the default browser")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="two versions side by side: metrics, slices, data, params that changed")
-    p.add_argument("--params", default="params.yaml", type=user_path,
-                   help="params file (default: params.yaml)")
-    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
-                   help="override a param: -S registry.tracking_uri=http://host:5000 (repeatable)")
+    params_arguments(p)
     p.set_defaults(func=cmd_card)

@@ -334,16 +334,21 @@ def check_image_files(paths: list[str]) -> None:
             raise FmpipeError(f"{path}: not an image this model can read ({exc})") from None
 
 
+def params_arguments(p: argparse.ArgumentParser, example: str = "registry.tracking_uri=http://host:5000"
+                     ) -> argparse.ArgumentParser:
+    """--params and -S, as every command that reads params takes them."""
+    p.add_argument("--params", default="params.yaml", type=user_path,
+                   help="params file (default: params.yaml)")
+    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                   help=f"override a param: -S {example} (repeatable)")
+    return p
+
+
 def add_registry_commands(sub: Any) -> None:
     """Add the registry subcommands to `fmpipe`'s subparsers."""
 
     def parser(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default="params.yaml", type=user_path,
-                       help="params file (default: params.yaml)")
-        p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
-                       help="override a param: -S registry.tracking_uri=http://host:5000 (repeatable)")
-        return p
+        return params_arguments(sub.add_parser(name, help=help_text, description=help_text))
 
     promote = parser("promote", "move an alias (staging, production) to a model version")
     promote.add_argument("model", help="registered model name")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.errors import FmpipeError
-from pipelines.cli_registry import connect_params, mlflow_error_line, user_path
+from pipelines.cli_registry import connect_params, mlflow_error_line, params_arguments
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -85,8 +85,5 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument("--port", type=int, help="port (default: serve.port, 8080)")
     p.add_argument("--poll-s", type=float,
                    help="seconds between asks of the registry (default: serve.poll_s)")
-    p.add_argument("--params", default="params.yaml", type=user_path,
-                   help="params file (default: params.yaml)")
-    p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
-                   help="override a param: -S serve.max_batch=64 (repeatable)")
+    params_arguments(p, "serve.max_batch=64")
     p.set_defaults(func=cmd_serve)

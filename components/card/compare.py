@@ -34,6 +34,15 @@ def _per_class(evaluation: dict) -> dict[str, dict]:
     return {k: v for k, v in per_class.items() if isinstance(v, dict) and not k.endswith(" avg")}
 
 
+def _side_by_side(first: dict[str, dict], second: dict[str, dict], key: str, va: str, vb: str) -> str:
+    """One row per name in either: its `key` figure in each version and the change."""
+    rows = []
+    for name in sorted(set(first) | set(second)):
+        x, y = (first.get(name) or {}).get(key), (second.get(name) or {}).get(key)
+        rows.append([name, ncell(x), ncell(y), _delta_cell(x, y)])
+    return table(["", va, vb, "change"], rows)
+
+
 def render_compare(a: CardData, b: CardData) -> str:
     """The page comparing version a (the one in place, usually) with version b (the candidate)."""
     va, vb = f"v{a.version}", f"v{b.version}"
@@ -58,39 +67,11 @@ def render_compare(a: CardData, b: CardData) -> str:
 
     eva = a.records.get("evaluation/evaluation.json") or {}
     evb = b.records.get("evaluation/evaluation.json") or {}
-    pca, pcb = _per_class(eva), _per_class(evb)
-    classes = sorted(set(pca) | set(pcb))
-    if classes:
-        f1 = [(pca.get(c, {}).get("f1-score"), pcb.get(c, {}).get("f1-score")) for c in classes]
-        parts.append(
-            "<h2>Per class F1</h2>"
-            + table(
-                ["class", va, vb, "change"],
-                [
-                    [c, ncell(x), ncell(y), _delta_cell(x, y)]
-                    for c, (x, y) in zip(classes, f1, strict=True)
-                ],
-            )
-        )
-    slices = sorted(set(eva.get("slices") or {}) | set(evb.get("slices") or {}))
-    if slices:
-        pairs = [
-            (
-                (eva.get("slices") or {}).get(s, {}).get("macro_f1"),
-                (evb.get("slices") or {}).get(s, {}).get("macro_f1"),
-            )
-            for s in slices
-        ]
-        parts.append(
-            "<h2>Slices (macro-F1)</h2>"
-            + table(
-                ["slice", va, vb, "change"],
-                [
-                    [s, ncell(x), ncell(y), _delta_cell(x, y)]
-                    for s, (x, y) in zip(slices, pairs, strict=True)
-                ],
-            )
-        )
+    slices_a, slices_b = eva.get("slices") or {}, evb.get("slices") or {}
+    for title, first, second, key in (("Per class F1", _per_class(eva), _per_class(evb), "f1-score"),
+                                      ("Slices (macro-F1)", slices_a, slices_b, "macro_f1")):
+        if first or second:
+            parts.append(f"<h2>{title}</h2>" + _side_by_side(first, second, key, va, vb))
 
     data = [
         ("data set", "fmpipe.data_source"),
