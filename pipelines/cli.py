@@ -377,11 +377,12 @@ def _run_step(name: str, art: Path, params, ctx) -> None:  # noqa: ANN001
         result = step.run(art / "data", art / "model", art / "onnx", params, ctx, art / "evaluation")
         (art / "parity.json").write_text(json.dumps({"passed": result.parity.passed}))
     elif name == "register":
+        from components.core.evaluation import headline_metrics
         from components.registry import step
 
         evaluation = json.loads((art / "evaluation" / "evaluation.json").read_text())
         parity = json.loads((art / "parity.json").read_text())["passed"]
-        metrics = {f"test_{k}": evaluation["model"][k] for k in ("accuracy", "macro_f1")}
+        metrics = headline_metrics(evaluation)
         version = step.run_register(
             art / "onnx", params, ctx, _source_md5(params),
             evaluation["blessing"]["blessed"], parity, metrics, evaluation)

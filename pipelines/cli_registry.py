@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import json
 import os
 import socket
 import sys
@@ -287,15 +288,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from components.serving.live import VersionRefused, download_version
-    from components.serving.serving import OnnxImageClassifier, open_classifier
+    from components.serving.serving import SERVING_FILE, OnnxImageClassifier, open_classifier
 
     _, client = _connect(args)
     texts = list(args.texts)
     if args.file:
         texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
+    if not texts and not args.user:
         raise FmpipeError("nothing to predict: give texts (or image files) as arguments, or --file with "
-                          "one per line")
+                          "one per line (a recommender: --user ID)")
     with _one_line_errors(client), tempfile.TemporaryDirectory() as tmp:
         if args.version:
             version, how = client.get_model_version(args.model, args.version), ""
@@ -305,6 +306,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             model_dir = download_version(client, args.model, version.version, Path(tmp))
         except VersionRefused as exc:
             raise FmpipeError(str(exc)) from None
+        if json.loads((model_dir / SERVING_FILE).read_text()).get("task") == "recsys":
+            return _recommend(args, model_dir, f"{args.model} version {version.version}{how}", texts)
+        if args.user:
+            raise FmpipeError(f"{args.model} is a classifier: --user is for recommenders; "
+                              "give inputs to label")
         model = open_classifier(model_dir)
         if isinstance(model, OnnxImageClassifier):
             texts = [str(Path(t).expanduser()) for t in texts]
@@ -317,6 +323,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for text, row in zip(texts, probs, strict=True):
         best = int(row.argmax())
         print(f"{model.labels[best]:<{width}}  {row[best]:.2f}  {text}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace, model_dir: Path, what: str, extra: list[str]) -> int:
+    """Each user's top items, with the title, the ranking score and the predicted rating."""
+    from components.serving.serving import open_recommender
+
+    users = list(args.user or []) + extra
+    model = open_recommender(model_dir)
+    print(f"{what}, top {args.top} per user (onnxruntime; items the user already had are left out)")
+    for user, rows in zip(users, model.recommend(users, top=args.top), strict=True):
+        known = "" if user in model.user_row else " (unknown user: the most broadly liked items)"
+        print(f"user {user}{known}")
+        for rank, row in enumerate(rows, start=1):
+            print(f"  {rank:>2}. {row['title'] or row['item']:<50.50}  score {row['score']:6.3f}  "
+                  f"rating {row['rating']:.2f}")
     return 0
 
 
@@ -399,7 +421,8 @@ def add_registry_commands(sub: Any) -> None:
     status.set_defaults(func=cmd_status)
 
     predict = parser("predict", "label texts (or image files) with a registered model, as its ONNX artifact "
-                     "serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production])")
+                     "serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production]); "
+                     "a recommender: fmpipe predict MODEL --user 42 --top 10")
     predict.add_argument("model", help="registered model name")
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--alias", default="staging", help="the version holding this alias (default: staging)")
@@ -407,4 +430,7 @@ def add_registry_commands(sub: Any) -> None:
     predict.add_argument("texts", nargs="*", metavar="INPUT",
                          help="texts to label (image files, for an image model)")
     predict.add_argument("--file", type=user_path, help="a text file, one text (or image path) per line")
+    predict.add_argument("--user", action="append", metavar="ID",
+                         help="a recommender: recommend for this user id (repeatable)")
+    predict.add_argument("--top", type=int, default=10, help="a recommender: items per user (default: 10)")
     predict.set_defaults(func=cmd_predict)

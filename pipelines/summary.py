@@ -38,6 +38,28 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
             lines.append(f"    {'baseline ' + name:<24}{m[key]:.4f}")
         ece = f" (calibration error {m['test_ece']:.3f})" if "test_ece" in m else ""
         lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}{ece}")
+    ranking = sorted(k for k in m if k.startswith("test_ndcg_at_"))
+    if ranking:  # a recommender: ranking and rating figures against its baselines
+        k = ranking[0].rsplit("_", 1)[-1]
+        names = [f"ndcg_at_{k}", f"recall_at_{k}", "coverage", "rmse"]
+        lines.append(f"  test split                NDCG@{k}    recall@{k}  coverage  RMSE")
+        rows = [("model", "test_")]
+        suffix = f"_ndcg_at_{k}"
+        rows += [(f"baseline {key[9:-len(suffix)]}", key[:-len(suffix)] + "_") for key in sorted(m)
+                 if key.startswith("baseline_") and key.endswith(suffix)]
+        rows += [(f"baseline {n}", f"baseline_{n}_") for n in ("item_mean", "global_mean")
+                 if f"baseline_{n}_rmse" in m]
+        for label, prefix in rows:
+            cells = [f"{m[prefix + n]:.4f}" if prefix + n in m else "   -  " for n in names]
+            lines.append(f"    {label:<22}  " + "    ".join(cells))
+        if f"champion_ndcg_at_{k}" in m:
+            champion = f"champion (v{t.get(CHAMPION_VERSION_TAG, '?')})"
+            lines.append(f"    {champion:<22}  {m[f'champion_ndcg_at_{k}']:.4f}")
+        lines.append(f"  blessed: {t.get('fmpipe.blessed', 'n/a')}")
+    if "parity_max_abs_score_diff" in m:
+        lines.append(f"  ONNX parity: max |score diff| {m['parity_max_abs_score_diff']:.2e}, same top k "
+                     f"for {m['parity_top_k_agreement']:.1%} of test users, "
+                     f"passed: {bool(m.get('parity_passed'))}")
     if "parity_max_abs_logit_diff" in m:
         lines.append(f"  ONNX parity: max |logit diff| {m['parity_max_abs_logit_diff']:.2e}, "
                      f"argmax agreement {m['parity_argmax_agreement']:.4f}, "

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 STEPS = ("ingest", "validate_data", "pretrain", "finetune", "evaluate", "export_onnx", "register", "promote")
-CURVES = ("train_loss", "learning_rate", "val_macro_f1", "val_accuracy")
+# The recommender validates on NDCG@10 (or recall / MAP, per params) and RMSE instead of macro-F1.
+CURVES = ("train_loss", "learning_rate", "val_macro_f1", "val_accuracy", "val_ndcg_at_10", "val_recall_at_10",
+          "val_map_at_10", "val_rmse")
 # Artifacts each step's run logged that the card reads (JSON is parsed, PNG kept as base64).
 ARTIFACTS = {
     "ingest": ("ingest_report.json",),
@@ -33,6 +35,7 @@ ARTIFACTS = {
         "evaluation/confusion_matrix.png",
         "evaluation/reliability.png",
         "evaluation/slices.png",
+        "evaluation/ranking.png",
         "evaluation/misclassified.png",
         "evaluation/explanations.json",
     ),

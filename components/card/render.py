@@ -125,7 +125,7 @@ def _header(card: CardData) -> str:
     desc = "".join(f"<p>{esc(line)}</p>" for line in card.description.splitlines())
     return (
         f'<h1 data-model="{esc(card.model)}" data-version="{esc(card.version)}">{esc(card.model)} '
-        f"version {esc(card.version)}</h1><p class=sub>{esc(card.task)} classifier · registered "
+        f"version {esc(card.version)}</h1><p class=sub>{esc(_kind(card.task))} · registered "
         f"{esc(card.created)}</p><p>{badges}</p>{figures}{desc}"
     )
 
@@ -223,7 +223,8 @@ def _curves_png(curves: dict[str, list[tuple[int, float]]]) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.1))
-    panels = (("train_loss",), ("learning_rate",), ("val_macro_f1", "val_accuracy"))
+    validation = tuple(name for name in curves if name.startswith("val_")) or ("val_macro_f1", "val_accuracy")
+    panels = (("train_loss",), ("learning_rate",), validation)
     for ax, names in zip(axes, panels, strict=True):
         for name in names:
             if name in curves:
@@ -241,37 +242,36 @@ def _curves_png(curves: dict[str, list[tuple[int, float]]]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _kind(task: str) -> str:
+    return "recommender" if task == "recsys" else f"{task} classifier"
+
+
+def _label(metric: str) -> str:
+    """macro_f1 -> macro-F1, ndcg_at_10 -> NDCG@10, rmse -> RMSE."""
+    if metric == "macro_f1":
+        return "macro-F1"
+    name, _, k = metric.partition("_at_")
+    name = name.upper() if name in ("ndcg", "map", "rmse", "mae") else name
+    return f"{name}@{k}" if k else name
+
+
 def _evaluation(card: CardData) -> str:
     ev = card.records.get("evaluation/evaluation.json")
     if not ev:
         return "<h2>Evaluation</h2>" + missing("no evaluation record")
     model = ev.get("model", {})
-    rows = [
-        [
-            "this version",
-            metric_cell("macro_f1", model.get("macro_f1")),
-            metric_cell("accuracy", model.get("accuracy")),
-        ]
-    ]
+    # The columns: a classifier's macro-F1 and accuracy; a recommender's headline figures.
+    columns = (["macro_f1", "accuracy"] if "macro_f1" in model
+               else [c for c in ev.get("headline", []) if c in model] or ["macro_f1", "accuracy"])
+    rows = [["this version", *(metric_cell(c, model.get(c)) for c in columns)]]
     for name, base in (ev.get("baselines") or {}).items():
-        rows.append(
-            [
-                f"baseline: {name}",
-                ncell(base.get("macro_f1")),
-                ncell(base.get("accuracy")),
-            ]
-        )
+        rows.append([f"baseline: {name}", *(ncell(base.get(c)) for c in columns)])
     champion = ev.get("champion") or {}
     if "metrics" in champion:
-        rows.append(
-            [
-                f"champion: version {champion.get('version')}",
-                ncell(champion["metrics"].get("macro_f1")),
-                ncell(champion["metrics"].get("accuracy")),
-            ]
-        )
+        rows.append([f"champion: version {champion.get('version')}",
+                     *(ncell(champion["metrics"].get(c)) for c in columns)])
     out = "<h2>Evaluation</h2><h3>Against the baselines and the champion (test split)</h3>"
-    out += table(["model", "macro-F1", "accuracy"], rows)
+    out += table(["model", *(_label(c) for c in columns)], rows)
     blessing = ev.get("blessing", {})
     out += f"<h3>Blessing: {'blessed' if blessing.get('blessed') else 'NOT blessed'}</h3>"
     out += table(
@@ -307,22 +307,25 @@ def _evaluation(card: CardData) -> str:
     slices = ev.get("slices") or {}
     if slices:
         champ_slices = champion.get("slices") or {}
+        # A classifier's slices carry macro-F1; a recommender's recall@k.
+        key = "macro_f1" if any("macro_f1" in v for v in slices.values()) else next(
+            (k for v in slices.values() for k in v if k.startswith("recall_at_")), "macro_f1")
         rows, classes = [], []
         for name, s in slices.items():
-            theirs = (champ_slices.get(name) or {}).get("macro_f1")
-            worse = theirs is not None and s.get("macro_f1") is not None and s["macro_f1"] < theirs
+            theirs = (champ_slices.get(name) or {}).get(key)
+            worse = theirs is not None and s.get(key) is not None and s[key] < theirs
             rows.append(
                 [
                     name,
                     ncell(s.get("rows", "–"), None),
-                    ncell(s.get("macro_f1")),
+                    ncell(s.get(key)),
                     ncell(theirs),
                     "regressed" if worse else "",
                 ]
             )
             classes.append("regressed" if worse else "")
         out += "<h3>Slices (regressions against the champion marked)</h3>" + table(
-            ["slice", "rows", "macro-F1", "champion macro-F1", ""], rows, classes
+            ["slice", "rows", _label(key), f"champion {_label(key)}", ""], rows, classes
         )
     figures = [
         (p, c)
@@ -333,6 +336,7 @@ def _evaluation(card: CardData) -> str:
                 f"reliability (ECE {num((ev.get('calibration') or {}).get('ece'), 3)})",
             ),
             ("evaluation/slices.png", "slices"),
+            ("evaluation/ranking.png", "ranking figures against the baselines, and recall by slice"),
             ("evaluation/misclassified.png", "misclassified test images"),
         )
         if p in card.images

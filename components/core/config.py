@@ -373,11 +373,56 @@ class ImageTaskConfig(_Section):
         return self
 
 
+class RecsysTaskConfig(_Section):
+    """Settings of the recommender task: the interaction file's columns, validation bounds, the model."""
+
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    rating_column: str = "rating"          # "" = implicit feedback: every interaction is a 1
+    timestamp_column: str = "timestamp"    # epoch seconds or a date/time
+    items_file: str = ""                   # optional item catalogue (CSV / Parquet): id, title, genres
+    title_column: str = "title"
+    genres_column: str = "genres"
+    # validation
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    min_users: int = Field(10, ge=2)
+    min_user_interactions: int = Field(3, ge=1)   # a user needs train, val and test interactions
+    max_cold_item_share: float = Field(0.5, ge=0, le=1)  # test interactions on items never trained on
+    max_clock_skew_s: float = Field(3600.0, ge=0)  # timestamps later than now by more than this: future
+    max_activity_psi: float = Field(0.2, ge=0)     # drift: interactions per user
+    max_popularity_psi: float = Field(0.2, ge=0)   # drift: interactions per item
+    max_new_user_share: float = Field(0.5, ge=0, le=1)
+    max_new_item_share: float = Field(0.5, ge=0, le=1)
+    # model (the loop's settings are finetune's; finetune.base_model names the item tower's text
+    # model: minilm, or none for plain matrix factorisation)
+    dim: int = Field(64, ge=1, le=1024)           # per head (ratings, ranking)
+    ranking_weight: float = Field(1.0, ge=0)      # BPR loss weight next to the rating loss
+    l2_rating: float = Field(0.05, ge=0)
+    l2_ranking: float = Field(0.01, ge=0)
+    cold_dropout: float = Field(0.3, ge=0, lt=1)  # share of items scored by their text alone per batch
+    text_max_tokens: int = Field(64, ge=8, le=512)
+    # evaluation
+    k: int = Field(10, ge=1, le=1000)             # recall@k, NDCG@k, MAP@k
+    primary_metric: Literal["ndcg", "recall", "map"] = "ndcg"  # @k; what blessing and the champion use
+    knn_neighbours: int = Field(50, ge=1)
+    heavy_user_min: int = Field(100, ge=1)        # slices: users with this many training interactions
+    light_user_max: int = Field(30, ge=1)         # ... or at most this many
+    head_item_share: float = Field(0.2, gt=0, lt=1)  # the most popular share of items: the head
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RecsysTaskConfig:
+        if self.rating_min > self.rating_max:
+            raise ValueError("rating_min must be <= rating_max")
+        return self
+
+
 class TaskConfig(_Section):
     """Which kind of model this pipeline trains; the modality's own settings sit in its subsection."""
 
-    kind: Literal["text", "image"] = "text"
+    kind: Literal["text", "image", "recsys"] = "text"
     image: ImageTaskConfig = ImageTaskConfig()
+    recsys: RecsysTaskConfig = RecsysTaskConfig()
 
 
 class Params(_Section):
@@ -397,6 +442,9 @@ class Params(_Section):
         if self.task.kind == "text" and self.pretrain.source:
             raise ValueError("pretrain.source is for the image task; text pretrains on the data set's "
                              "own text (pretrain.objective)")
+        if self.task.kind == "recsys" and self.pretrain.enabled:
+            raise ValueError("pretrain.enabled: the recommender's pretrained part is its item tower's text "
+                             "model (finetune.base_model: minilm); leave pretrain disabled")
         if self.task.kind != "text":
             if self.pretrain.enabled and not self.pretrain.source:
                 raise ValueError(f"pretrain.enabled: {self.task.kind} models pretrain on another labelled "
@@ -422,7 +470,8 @@ class Params(_Section):
 
 def default_model_name(data_name: str, kind: str = "text") -> str:
     """The registered model of a data set when registry.model_name is empty (MLflow-safe name)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-.") + f"-{kind}-classifier"
+    suffix = "recommender" if kind == "recsys" else f"{kind}-classifier"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", data_name).strip("-.") + f"-{suffix}"
 
 
 def _coerce(value: str) -> Any:

@@ -64,6 +64,7 @@ def text_classification(labels: Iterable[str]) -> Contract:
 KINDS = {
     "text": (TEXT_CLASSIFICATION, ("text", "string")),
     "image": ("image-classification", ("image", "binary")),
+    "recsys": ("recommendation", ("user", "string")),  # labels: the rating scale it predicts on
 }
 
 

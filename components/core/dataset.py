@@ -12,6 +12,12 @@ import pandas as pd
 TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
 SPLITS = ("train", "val", "test")
 REPORT_FILE = "ingest_report.json"
+CATALOGUE_FILE = "items.parquet"  # the recommender's item catalogue, next to the splits
+
+
+def read_catalogue(data_dir: Path) -> pd.DataFrame | None:
+    path = Path(data_dir) / CATALOGUE_FILE
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def file_md5(path: Path) -> str:

@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 
 
-def champion_logits(model_name: str, alias: str, inputs: list[Any], work_dir: Path
-                    ) -> tuple[str, np.ndarray, list[str]] | None:
-    """(version, logits on the inputs, label order) of the model holding alias, or None if none does."""
+def champion_artifact(model_name: str, alias: str, work_dir: Path) -> tuple[str, Path] | None:
+    """(version, the folder of its served artifact) of the model holding alias, or None if none does."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from components.serving.serving import SERVING_FILE, open_classifier
+    from components.serving.serving import SERVING_FILE
 
     client = mlflow.MlflowClient()
     try:
@@ -25,7 +24,16 @@ def champion_logits(model_name: str, alias: str, inputs: list[Any], work_dir: Pa
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version.version}",
                                                      dst_path=str(work_dir)))
     found = sorted(local.rglob(SERVING_FILE))
-    if not found:
+    return (str(version.version), found[0].parent) if found else None
+
+
+def champion_logits(model_name: str, alias: str, inputs: list[Any], work_dir: Path
+                    ) -> tuple[str, np.ndarray, list[str]] | None:
+    """(version, logits on the inputs, label order) of the model holding alias, or None if none does."""
+    from components.serving.serving import open_classifier
+
+    found = champion_artifact(model_name, alias, work_dir)
+    if found is None:
         return None
-    model = open_classifier(found[0].parent)
-    return str(version.version), model.logits(inputs), model.labels
+    model = open_classifier(found[1])
+    return found[0], model.logits(inputs), model.labels

@@ -21,9 +21,11 @@ def evaluate(
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     result = exit_on_user_error(
         step.run, Path(dataset.path), Path(model.path), Path(evaluation.path), params, ctx)
-    for key in ("accuracy", "macro_f1", "weighted_f1"):
+    for key in result.headline:  # classifiers: accuracy, macro-F1; the recommender: NDCG@k, RMSE, ...
         metrics.log_metric(key, result.model[key])
     for name, base in result.baselines.items():
-        metrics.log_metric(f"baseline_{name}_macro_f1", base["macro_f1"])
-    classification.log_confusion_matrix(result.labels, result.model["confusion_matrix"])
+        if result.primary in base:
+            metrics.log_metric(f"baseline_{name}_{result.primary}", base[result.primary])
+    if "confusion_matrix" in result.model:
+        classification.log_confusion_matrix(result.labels, result.model["confusion_matrix"])
     return result.blessing.blessed

@@ -3,7 +3,7 @@ slice, and decide the blessing (a list of checks, each with its figures and verd
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pandas as pd
 from components.core.config import EvaluateConfig
 from components.core.contract import ContractError, contract_of
 from components.core.dataset import LABEL
-from components.core.evaluation import CHAMPION_CHECK
+from components.core.evaluation import CHAMPION_CHECK, Blessing, Check, Evaluation
 from components.core.metrics import accuracy, macro_f1, weighted_f1
 from components.tasks.base import Task
 
@@ -72,21 +72,6 @@ def sliced_metrics(
 
 
 @dataclass
-class Check:
-    name: str
-    value: float | None
-    threshold: float | None
-    passed: bool
-    note: str = ""
-
-
-@dataclass
-class Blessing:
-    blessed: bool
-    checks: list[Check] = field(default_factory=list)
-
-
-@dataclass
 class Scored:
     """One model's results on the test split."""
 
@@ -140,19 +125,6 @@ def score(
         slices=sliced_metrics(test_labels, predicted, masks, labels, cfg.min_slice_rows),
         calibration=calibration(softmax(logits), truth_idx, cfg.calibration_bins),
     )
-
-
-@dataclass
-class Evaluation:
-    labels: list[str]
-    model: dict[str, Any]
-    baselines: dict[str, dict[str, Any]]
-    blessing: Blessing
-    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    champion: dict[str, Any] | None = None  # version, metrics and slices of the champion, if any
-    predictions: list[str] = field(default_factory=list)  # the model's label per test row
-    confidences: list[float] = field(default_factory=list)  # its probability for that label
 
 
 def evaluate(

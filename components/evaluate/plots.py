@@ -78,3 +78,30 @@ def plot_slices(slices: dict[str, dict], path: Path, champion: dict[str, dict] |
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_ranking(evaluation: Any, path: Path) -> None:
+    """A ranking task's figures: the model against its baselines (and champion) on the ranking
+    metrics, and recall@k by slice."""
+    plt = _pyplot()
+    k = evaluation.primary.rsplit("_", 1)[-1]
+    metrics = [f"ndcg_at_{k}", f"recall_at_{k}", f"map_at_{k}"]
+    rows = {"model": evaluation.model, **{n: b for n, b in evaluation.baselines.items() if metrics[0] in b}}
+    if evaluation.champion:
+        rows[f"champion v{evaluation.champion['version']}"] = evaluation.champion["metrics"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(rows)
+    for i, (name, figures) in enumerate(rows.items()):
+        heights = [figures.get(m, 0.0) for m in metrics]
+        left.bar(np.arange(len(metrics)) + i * width, heights, width, label=name)
+    left.set_xticks(np.arange(len(metrics)) + width * (len(rows) - 1) / 2, metrics)
+    left.set_title("test ranking figures")
+    left.legend(fontsize=8)
+    scored = {n: s for n, s in evaluation.slices.items() if s.get(f"recall_at_{k}") is not None}
+    right.barh(list(scored), [s[f"recall_at_{k}"] for s in scored.values()],
+               color=["tab:blue" if s.get("scored") else "tab:gray" for s in scored.values()])
+    right.set_xlabel(f"recall@{k} (grey: too few rows to score)")
+    right.set_title("by slice")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -12,8 +12,9 @@ from components.core.config import Params
 from components.core.dataset import LABEL, read_splits
 from components.core.evaluation import EVALUATION_FILE, champion_floor
 from components.core.tracking import RunContext, note, step_run
-from components.export_onnx.export import ExportResult, export_and_check
+from components.export_onnx.export import ExportResult, Parity, export_and_check
 from components.tasks import get_task
+from components.tasks.base import Task
 
 
 def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext,
@@ -21,6 +22,8 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
     """Export; the returned result's parity.passed (and the smoke check) gate registration.
     evaluation_dir: evaluate's output, whose champion rule a reduced-precision variant must meet too."""
     cfg, task = params.export_onnx, get_task(params)
+    if task.ranking:
+        return run_ranking(task, data_dir, model_dir, onnx_dir, params, ctx)
     test = read_splits(data_dir)["test"]
     floor = None
     if evaluation_dir is not None and (Path(evaluation_dir) / EVALUATION_FILE).exists():
@@ -54,6 +57,30 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
                 if result.shipped in result.f1_loss else "")
              + (f"(champion floor {result.champion_floor:.4f}) " if result.champion_floor is not None else "")
              + f"smoke check {'ok' if result.smoke['passed'] else 'FAILED'}{_speed(result)}")
+    return result
+
+
+def run_ranking(task: Task, data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: RunContext
+                ) -> ExportResult:
+    """A ranking task's export: one fp32 scorer (user in, every item's score and rating out), its
+    parity with PyTorch on every test user and the smoke check; no reduced-precision variants."""
+    cfg = params.export_onnx
+    with step_run(ctx, "export_onnx") as track, tempfile.TemporaryDirectory() as work:
+        found = task.export_scorer(model_dir, onnx_dir, Path(work), read_splits(data_dir), cfg.opset,
+                                   cfg.max_abs_logit_diff)
+        check = Parity(found["rows"], found["max_abs_diff"], found["top_k_agreement"],
+                       found["passed"] and bool(found["smoke"]["passed"]))
+        result = ExportResult(shipped="fp32", parity=check, smoke=found["smoke"])
+        track.params({"opset": cfg.opset})
+        track.metrics({"parity_max_abs_score_diff": check.max_abs_logit_diff,
+                       "parity_top_k_agreement": check.argmax_agreement, "parity_passed": float(check.passed),
+                       "smoke_passed": float(bool(found["smoke"]["passed"]))}, parent=True)
+        track.tags({"fmpipe.onnx_variant": "fp32", "fmpipe.onnx_runtime": "onnxruntime"}, parent=True)
+        track.json(asdict(result), "export_checks.json")
+        note(f"export_onnx: parity on {check.rows} test users: "
+             f"max |score diff| {check.max_abs_logit_diff:.2e}, "
+             f"same top {task.settings.k} for {check.argmax_agreement:.1%}; smoke check "
+             f"{'ok' if found['smoke']['passed'] else 'FAILED'}")
     return result
 
 

@@ -20,4 +20,4 @@ def finetune(dataset: Input[Dataset], params_json: str, ctx_json: str, model: Ou
     base = Path(base_model.path) if base_model is not None else None
     result = exit_on_user_error(step.run, Path(dataset.path), Path(model.path), params, ctx, base)
     model.metadata.update({"base_model": step.pretrained_base(base) or params.finetune.base_model,
-                           "val_macro_f1": result.val_macro_f1})
+                           **(result.val_metrics or {"val_macro_f1": result.val_macro_f1})})

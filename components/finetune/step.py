@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from components.core.config import Params
-from components.core.dataset import LABEL, label_set, read_splits
+from components.core.dataset import LABEL, label_set, read_catalogue, read_splits
 from components.core.tracking import RunContext, note, step_run
 from components.tasks import get_task
 from components.training import distributed, spread
@@ -31,12 +31,16 @@ def train(data_dir: Path, model_dir: Path, params: Params, base_model_dir: Path 
     if not base:
         task.check_checkpoint(cfg.base_model, "finetune.base_model")
     splits = read_splits(data_dir)
+    labels = label_set(params.validate_data.labels, data_dir)
+    checkpoints = checkpoint_root(model_dir, cfg.checkpoint_dir)
+    if task.ranking:
+        return task.fit(splits, read_catalogue(data_dir), labels, cfg, model_dir, log=log,
+                        checkpoint_dir=checkpoints)
     column = task.input_column
     return finetune(
         splits["train"][column].tolist(), splits["train"][LABEL].tolist(),
         splits["val"][column].tolist(), splits["val"][LABEL].tolist(),
-        label_set(params.validate_data.labels, data_dir), cfg, model_dir, task=task, log=log,
-        checkpoint_dir=checkpoint_root(model_dir, cfg.checkpoint_dir),
+        labels, cfg, model_dir, task=task, log=log, checkpoint_dir=checkpoints,
     )
 
 
@@ -57,15 +61,17 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext,
         chosen = "" if params.finetune.max_length else " (chosen from the data's token lengths)"
         truncated = (f"; {result.truncated_fraction:.1%} of training texts truncated at {result.max_length} "
                      f"tokens{chosen}" if result.max_length else "")
+        scores = (", ".join(f"{k} {v:.4f}" for k, v in result.val_metrics.items()) if result.val_metrics
+                  else f"val macro-F1 {result.val_macro_f1:.4f}, accuracy {result.val_accuracy:.4f}")
         note(f"finetune: {result.steps} steps in {result.train_seconds:.0f}s "
              f"({result.samples_per_second:.0f} samples/s, {result.world_size} process(es){resumed}), "
-             f"val macro-F1 {result.val_macro_f1:.4f}, accuracy {result.val_accuracy:.4f}{truncated}")
+             f"{scores}{truncated}")
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
         if pretrained_base(base_model_dir):
             track.params({"pretrained_base": str(base_model_dir)})
         track.metrics({"train_seconds": result.train_seconds,
                        "samples_per_second": result.samples_per_second,
-                       "val_macro_f1": result.val_macro_f1,
+                       **(result.val_metrics or {"val_macro_f1": result.val_macro_f1}),
                        "truncated_fraction": result.truncated_fraction}, parent=True)
         track.json(summary, "finetune_result.json")
     return result

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.config import Params
-from components.core.dataset import LABEL, PROFILE_FILE, REPORT_FILE, data_md5, write_splits
-from components.core.splitting import split_by_key
+from components.core.dataset import CATALOGUE_FILE, LABEL, PROFILE_FILE, REPORT_FILE, data_md5, write_splits
 from components.core.tracking import RunContext, note, step_run
 from components.tasks import get_task
 
@@ -23,9 +22,10 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
     with step_run(ctx, "ingest") as track:
         frame, read_report = task.read(source)
         cleaned, clean_report = task.clean(frame)
-        keys = task.group_keys(cleaned) if len(cleaned) else cleaned[LABEL]
-        splits = split_by_key(cleaned, keys, params.ingest, str(source), params.data.label_column or LABEL)
+        splits = task.split(cleaned, params.ingest, str(source), params.data.label_column or LABEL)
         write_splits(out_dir, splits)
+        if (catalogue := task.catalogue()) is not None:
+            catalogue.to_parquet(out_dir / CATALOGUE_FILE, index=False)
         report = {
             "task": task.kind,
             "source": str(source),

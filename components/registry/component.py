@@ -15,12 +15,13 @@ def register(
 
     from components.core.config import Params
     from components.core.errors import exit_on_user_error
+    from components.core.evaluation import headline_metrics
     from components.core.tracking import RunContext
     from components.registry import step
 
     params, ctx = Params.from_json(params_json), RunContext.from_json(ctx_json, job_id)
     result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
-    metrics = {f"test_{k}": result["model"][k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+    metrics = headline_metrics(result)
     return exit_on_user_error(
         step.run_register, Path(onnx_model.path), params, ctx, data_md5,
         result["blessing"]["blessed"], parity_passed, metrics, result)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from components.core.contract import CONTRACT_TAG, Contract, ContractError, parse_tag, registered_contract
 from components.core.errors import FmpipeError, GateError
+from components.core.evaluation import primary_metric
 from components.registry.history import (
     DONE,
     Checkpoint,
@@ -44,6 +45,7 @@ COPIED_FROM_TAG = "fmpipe.copied_from"
 APPROVAL_TAG = "fmpipe.production_approval"  # "true": the two-person rule (approval.py) holds
 STAGING, PRODUCTION = "staging", "production"
 HEADLINE_METRIC = "test_macro_f1"
+PRIMARY_TAG = "fmpipe.primary_metric"  # on a version: the metric tag that ranks versions of its model
 
 
 def params_digest(params_json: str) -> str:
@@ -56,8 +58,8 @@ def _pip_requirements(onnx_dir: Path) -> list[str]:
     from components.serving.serving import SERVING_FILE
 
     config = json.loads((onnx_dir / SERVING_FILE).read_text())
-    preprocessor = "pillow" if config.get("task") == "image" else "tokenizers"
-    packages = ["onnxruntime", preprocessor, "numpy", "pandas"]
+    preprocessor = {"image": ["pillow"], "recsys": []}.get(config.get("task"), ["tokenizers"])
+    packages = ["onnxruntime", *preprocessor, "numpy", "pandas"]
     if config.get("runtime") == "openvino_bf16":
         packages.append("openvino")  # the fast path; without it serving falls back to onnxruntime
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
@@ -82,8 +84,13 @@ def signature(kind: str = "text") -> Any:
     texts (strings) or images (encoded bytes) in (a plain list works too); each input's label and
     its probability out."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+    if kind == "recsys":  # user ids in; each user's top k out, one row per recommendation
+        return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([
+            ColSpec("string", "user"), ColSpec("long", "rank"), ColSpec("string", "item"),
+            ColSpec("string", "title"), ColSpec("double", "score"), ColSpec("double", "rating")]),
+            params=ParamSchema([ParamSpec("top", "long", 10)]))
     return ModelSignature(inputs=Schema([ColSpec("binary" if kind == "image" else "string")]),
                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]))
 
@@ -102,12 +109,15 @@ def version_description(data_source: str, data_md5: str, evaluation: dict[str, A
     """The two lines a reviewer reads first: the data and the figures, the verdict and what ships."""
     first = f"Data: {data_source or 'unknown'} (md5 {data_md5[:12]})."
     if evaluation:
-        model = evaluation["model"]
-        against = [f"{name} {base['macro_f1']:.4f}" for name, base in evaluation.get("baselines", {}).items()]
+        model, primary = evaluation["model"], primary_metric(evaluation)
+        against = [f"{name} {base[primary]:.4f}" for name, base in evaluation.get("baselines", {}).items()
+                   if primary in base]
         champion = evaluation.get("champion") or {}
         if "metrics" in champion:
-            against.append(f"champion v{champion['version']} {champion['metrics']['macro_f1']:.4f}")
-        first += (f" Test macro-F1 {model['macro_f1']:.4f}, accuracy {model['accuracy']:.4f}"
+            against.append(f"champion v{champion['version']} {champion['metrics'][primary]:.4f}")
+        second_figure = (f"accuracy {model['accuracy']:.4f}" if "accuracy" in model
+                         else f"RMSE {model.get('rmse', float('nan')):.4f}")
+        first += (f" Test {primary.replace('macro_f1', 'macro-F1')} {model[primary]:.4f}, {second_figure}"
                   + (f" (vs {', '.join(against)})." if against else "."))
     second = []
     if evaluation:
@@ -431,11 +441,13 @@ def promote_across(
 
 
 def challenger_beats_champion(
-    challenger: dict[str, str], champion: dict[str, str] | None, metric: str = HEADLINE_METRIC,
+    challenger: dict[str, str], champion: dict[str, str] | None, metric: str | None = None,
 ) -> tuple[bool, str]:
     """The auto-promotion rule, from version tags: the challenger's `metric.<metric>` must be strictly
-    higher than production's (no production: it wins). A stand-in until the champion/challenger
+    higher than production's (no production: it wins). metric: the challenger's primary metric tag
+    (a recommender's NDCG@k), else test macro-F1. A stand-in until the champion/challenger
     evaluation on the same data (a separate issue) replaces it."""
+    metric = metric or challenger.get(PRIMARY_TAG) or HEADLINE_METRIC
     key = f"metric.{metric}"
     if key not in challenger:
         return False, f"the new version has no {key} tag"

@@ -11,12 +11,14 @@ from typing import Any
 from components.core.config import Params, RegistryConfig
 from components.core.contract import Contract, contract_for
 from components.core.errors import FmpipeError
+from components.core.evaluation import primary_metric
 from components.core.tracking import RunContext, note, step_run
 from components.registry.connection import check_reachable, http_limits_env
 from components.registry.registry import (
     APPROVAL_TAG,
     BLESSED_TAG,
     PARITY_TAG,
+    PRIMARY_TAG,
     PRODUCTION,
     STAGING,
     AliasMove,
@@ -72,6 +74,8 @@ def run_register(
             BLESSED_TAG: str(blessed).lower(),
             PARITY_TAG: str(parity_passed).lower(),
         }
+        if evaluation:
+            tags[PRIMARY_TAG] = f"test_{primary_metric(evaluation)}"
         model = params.registered_model
         description = version_description(ctx.data_source, data_md5, evaluation, serving_config(onnx_dir),
                                           parity_passed)

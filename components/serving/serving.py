@@ -25,6 +25,7 @@ SERVING_FILE = "serving.json"  # {"task": ..., "labels": [...], "runtime": one o
 # The inputs export checked the artifact with and the labels it gave (on the shipped runtime and on
 # the onnxruntime fallback): a server re-asks them before it serves a version. Images are base64.
 CANARIES_FILE = "canaries.json"
+SEEN_FILE = "seen.npz"  # a recommender's: each known user's items, never recommended to them again
 DEFAULT_TEXT_CANARIES = ("what a lovely day", "the battery died after an hour", "ok")
 RUNTIMES = ("onnxruntime", "openvino_bf16")
 OPENVINO_BF16 = "openvino CPU bf16"  # what Session.backend says when the bf16 path really runs
@@ -195,6 +196,67 @@ def image_array(item: object, size: int, channels: int, resample: str = "bilinea
         image = image.resize((size, size), Image.Resampling[resample.upper()])
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def open_recommender(model_dir: str | Path, intra_op_threads: int = 0) -> OnnxRecommender:
+    config = json.loads((Path(model_dir) / SERVING_FILE).read_text())
+    if config.get("task") != "recsys":
+        raise ValueError(f"{model_dir}: serving.json names the task {config.get('task')!r}, "
+                         "not a recommender")
+    return OnnxRecommender(model_dir, intra_op_threads)
+
+
+class OnnxRecommender:
+    """A recommender's scorer: user ids in, every item's ranking score and predicted rating out, and
+    the top k each user has not seen. Column 0 of the scores is the unknown item; an unknown user is
+    row 0 of the model's table (all zeros), so they get the items' own scores: popularity-like."""
+
+    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir)
+        self.config = json.loads((model_dir / SERVING_FILE).read_text())
+        self.labels: list[str] = self.config["labels"]
+        self.items: list[str] = self.config["items"]
+        self.titles: list[str] = self.config["titles"]
+        self.user_row = {u: i + 1 for i, u in enumerate(self.config["users"])}
+        self.item_column = {item: i + 1 for i, item in enumerate(self.items)}
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(str(model_dir / MODEL_FILE), options,
+                                            providers=["CPUExecutionProvider"])
+        self.seen: dict[int, np.ndarray] = {}
+        if (model_dir / SEEN_FILE).exists():
+            with np.load(model_dir / SEEN_FILE) as seen:
+                users, indptr, items = seen["users"], seen["indptr"], seen["items"]
+                self.seen = {int(u): items[indptr[i]:indptr[i + 1]] for i, u in enumerate(users)}
+
+    def scores(self, users: list[str], items: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ranking scores, predicted ratings), [users, 1 + items] each; `items` reorders the columns
+        to another catalogue's (column 0 and items this model never saw: the unknown item's)."""
+        rows = np.array([self.user_row.get(str(u), 0) for u in users], dtype=np.int64)
+        ranked, rated = (np.zeros((0, len(self.items) + 1), np.float32),) * 2
+        if len(rows):
+            ranked, rated = self.session.run(["scores", "ratings"], {"user": rows})
+        if items is not None:
+            columns = np.array([0] + [self.item_column.get(item, 0) for item in items], dtype=np.int64)
+            ranked, rated = ranked[:, columns], rated[:, columns]
+        return ranked, rated
+
+    def recommend(self, users: list[str], top: int = 10) -> list[list[dict]]:
+        """Per user, the `top` items they have not interacted with, best first: item id, title, score,
+        predicted rating."""
+        ranked, rated = self.scores(users)
+        out = []
+        for row, user in enumerate(users):
+            score = ranked[row].astype(np.float64)
+            score[0] = -np.inf
+            score[self.seen.get(self.user_row.get(str(user), 0), [])] = -np.inf
+            best = np.argsort(-score, kind="stable")[:top]
+            out.append([{"item": self.items[i - 1], "title": self.titles[i - 1], "score": float(score[i]),
+                         "rating": float(rated[row, i])} for i in best if np.isfinite(score[i])])
+        return out
 
 
 def encode_canaries(inputs: list) -> list[str]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 KINDS = {
     "text": "components.tasks.text:TextTask",
     "image": "components.tasks.image:ImageTask",
+    "recsys": "components.tasks.recsys:RecsysTask",
 }
 
 

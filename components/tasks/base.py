@@ -69,6 +69,8 @@ class Task(ABC):
     """One kind of base model. Instances are built from params (`get_task(params)`)."""
 
     kind: str                       # the task.kind that selects it
+    ranking: bool = False           # True: not a classifier; finetune, evaluate and export call the
+                                    # task's fit / assess / export_scorer (components/tasks/recsys.py)
     contract_task: str              # the registry contract's task name, e.g. text-classification
     input_column: str               # the column of the split tables the model reads
     key_column: str                 # the column whose equal values are "the same example"
@@ -92,6 +94,19 @@ class Task(ABC):
     @abstractmethod
     def group_keys(self, frame: pd.DataFrame) -> pd.Series:
         """Per row, the key that keeps near-identical examples in one split."""
+
+    def split(self, frame: pd.DataFrame, cfg: Any, source: str, label_name: str = LABEL
+              ) -> dict[str, pd.DataFrame]:
+        """train / val / test (cfg: the ingest settings). Classifiers: stratified by label, grouped by
+        `group_keys` (components/core/splitting.py); the recommender splits each user's history by time."""
+        from components.core.splitting import split_by_key
+
+        keys = self.group_keys(frame) if len(frame) else frame[LABEL]
+        return split_by_key(frame, keys, cfg, source, label_name)
+
+    def catalogue(self) -> pd.DataFrame | None:
+        """A table ingest keeps next to the splits (the recommender's items); None for classifiers."""
+        return None
 
     @abstractmethod
     def profile(self, train: pd.DataFrame, seed: int) -> dict[str, Any]:

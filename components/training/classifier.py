@@ -56,6 +56,7 @@ class FinetuneResult:
     eval_seconds: float = 0.0
     truncated_fraction: float = 0.0  # text: training texts longer than max_length tokens (cut)
     max_length: int = 0              # text: the sequence length it trained at
+    val_metrics: dict[str, float] = field(default_factory=dict)  # a ranking task's validation figures
 
 
 def macro_f1_and_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> tuple[float, float]:

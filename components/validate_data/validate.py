@@ -155,8 +155,9 @@ def _explained(detail: str, rule: str, expectation_type: str, kwargs: dict[str, 
 
 
 def _rule_name(table: str, expectation_type: str, column: str | None, task: Task) -> str:
-    return (RULE_NAMES.get((table, expectation_type)) or RULE_NAMES.get((table, column or ""))
-            or task.rule_names.get((expectation_type, column or "")) or expectation_type)
+    # The task's name first: the recommender's leakage rule is about (user, item) pairs, not texts.
+    return (task.rule_names.get((expectation_type, column or "")) or RULE_NAMES.get((table, expectation_type))
+            or RULE_NAMES.get((table, column or "")) or expectation_type)
 
 
 # A table with this column names each row's source file: a failed rule names the files too.
