@@ -55,7 +55,7 @@ def label_set(declared: list[str], data_dir: Path) -> list[str]:
     """The declared labels, or (none declared) the labels the training split holds, sorted."""
     if declared:
         return list(declared)
-    return sorted(pd.read_parquet(Path(data_dir) / "train.parquet", columns=[LABEL])[LABEL].unique())
+    return sorted(pd.read_parquet(Path(data_dir) / "train.parquet", columns=[LABEL])[LABEL].dropna().unique())
 
 
 # The profile of a training split (the task makes it): what a later run's drift is measured against.

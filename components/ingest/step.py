@@ -35,7 +35,7 @@ def run(source: Path, out_dir: Path, params: Params, ctx: RunContext) -> dict[st
             "rows": {name: len(part) for name, part in splits.items()},
             # Rows left out by ingest.sample_cap: not lost, just not used in this run.
             "sampled_out": clean_report.rows_out - sum(len(part) for part in splits.values()),
-            "labels": sorted(cleaned[LABEL].unique().tolist()),
+            "labels": sorted(cleaned[LABEL].dropna().unique().tolist()),
         }
         (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
         track.params({"source": source, "seed": params.ingest.seed,

@@ -121,6 +121,11 @@ class Task(ABC):
         """Great Expectations expectations every split table must meet (fresh objects per call);
         cfg: the validate_data settings."""
 
+    def column_names(self, params: Any) -> dict[str, str]:
+        """The pipeline's column names -> the user's, for error messages (label -> sentiment)."""
+        names = {self.input_column: params.data.text_column, LABEL: params.data.label_column}
+        return {k: v for k, v in names.items() if v}
+
     def settings_for(self, expectation_type: str, column: str | None) -> str | None:
         """The setting that changes a failed rule's bound, for the error message."""
         return None

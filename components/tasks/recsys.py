@@ -193,6 +193,12 @@ class RecsysTask(Task):
     def expectations(self, labels: list[str], cfg: Any) -> list[Any]:
         return data.expectations(self.settings)
 
+    def column_names(self, params: Any) -> dict[str, str]:
+        s = self.settings
+        names = {data.USER: s.user_column, data.ITEM: s.item_column, data.RATING: s.rating_column,
+                 data.TIME: s.timestamp_column}
+        return {k: v for k, v in names.items() if v}
+
     def settings_for(self, expectation_type: str, column: str | None) -> str | None:
         return data.SETTINGS.get(data.RULE_NAMES.get((expectation_type, column or ""), ""))
 

@@ -118,12 +118,8 @@ def read(source: Path, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame | None, Rea
         frame[RATING] = "1"  # implicit feedback: every interaction is a positive
     frame[RATING] = pd.to_numeric(frame[RATING], errors="coerce")
     frame[TIME] = parse_times(frame[TIME])
-    for column in (USER, ITEM):
-        frame[column] = (
-            frame[column]
-            .where(frame[column].notna(), None)
-            .map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
-        )
+    for column in (USER, ITEM):  # ids as trimmed text; empty or missing: None, for validation to name
+        frame[column] = [None if pd.isna(v) or not str(v).strip() else str(v).strip() for v in frame[column]]
     if items is not None:
         items = catalogue_table(items, year_column="release_year")
     report = ReadReport(
@@ -165,7 +161,8 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
     frame = frame.copy()
     frame[LABEL] = frame[RATING].map(lambda r: None if pd.isna(r) else f"{r:g}")
     frame[PAIR] = frame[USER].fillna("?") + "\x1f" + frame[ITEM].fillna("?")
-    frame[USER_ROWS] = frame.groupby(USER, dropna=False)[ITEM].transform("size").astype(int)
+    # Rows without a user count nowhere (NaN: the user_id_present rule names them, not this one).
+    frame[USER_ROWS] = frame.groupby(USER)[ITEM].transform("size")
     return frame.reset_index(drop=True), report
 
 

@@ -83,7 +83,5 @@ def run(data_dir: Path, report_dir: Path, params: Params, ctx: RunContext) -> Va
              + "".join(f"; WARN {c.rule}: {c.detail}" for c in report.warnings[:3])
              + (f"; drift {', '.join(f'{k[6:]}={v:.3g}' for k, v in drift_figures.items())}"
                 if drift_figures else ""))
-        raise_on_failure(report, ctx.data_source or str(data_dir),
-                         {k: v for k, v in {task.input_column: params.data.text_column,
-                                            LABEL: params.data.label_column}.items() if v})
+        raise_on_failure(report, ctx.data_source or str(data_dir), task.column_names(params))
     return report

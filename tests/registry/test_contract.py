@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from components.core.contract import CONTRACT_TAG, ContractError, registered_contract, text_classification
+from components.core.contract import (
+    CONTRACT_TAG,
+    ContractError,
+    contract_for,
+    registered_contract,
+    text_classification,
+)
 from components.registry.history import aliases
 from components.registry.registry import PRODUCTION, STAGING, check_contract, promote, promote_across
 from tests.registry.helpers import ACTOR, add_version, to_production
@@ -19,6 +25,15 @@ def test_contract_round_trips_and_names_the_difference():
     assert REVIEWS.from_tag(REVIEWS.to_tag()) == REVIEWS
     assert SENTIMENT.difference(text_classification(["neutral", "positive", "negative"])) is None
     assert SENTIMENT.difference(REVIEWS) == "labels [negative, neutral, positive] vs [fresh, rotten]"
+
+
+def test_a_recommender_is_never_taken_for_a_classifier_of_the_same_labels(store, model):
+    stars = text_classification(["1", "2", "3", "4", "5"])  # a text model rating reviews 1-5
+    recommender = contract_for("recsys", ["5", "4", "3", "2", "1"])  # predicts ratings on the same scale
+    assert recommender.difference(stars) == "task recommendation vs text-classification"
+    add_version(store.client, model, contract=stars)
+    with pytest.raises(ContractError, match="task recommendation vs text-classification"):
+        check_contract(store.client, model, recommender)
 
 
 def test_register_refuses_a_version_of_another_contract(store, model):
