@@ -195,8 +195,12 @@ class RecsysTask(Task):
 
     def column_names(self, params: Any) -> dict[str, str]:
         s = self.settings
-        names = {data.USER: s.user_column, data.ITEM: s.item_column, data.RATING: s.rating_column,
-                 data.TIME: s.timestamp_column}
+        names = {
+            data.USER: s.user_column,
+            data.ITEM: s.item_column,
+            data.RATING: s.rating_column,
+            data.TIME: s.timestamp_column,
+        }
         return {k: v for k, v in names.items() if v}
 
     def settings_for(self, expectation_type: str, column: str | None) -> str | None:
@@ -488,11 +492,11 @@ class RecsysTask(Task):
         found = mf.ranking_metrics(top, test.relevant, test.n_items, k)
         per_user = found.pop("per_user")
         figures: dict[str, Any] = {**found, **mf.rating_metrics(rated, test.pairs.rating)}
-        figures["_slices"] = self._slices(test, top, per_user)
+        figures["_slices"] = self._slices(test, top, per_user, scores)
         return figures
 
     def _slices(
-        self, test: Any, top: np.ndarray, per_user: dict[str, np.ndarray]
+        self, test: Any, top: np.ndarray, per_user: dict[str, np.ndarray], scores: np.ndarray | None = None
     ) -> dict[str, dict[str, Any]]:
         """Users by activity (cold, light, heavy), items by popularity (head, tail) and cold-start items;
         each with recall@k (user slices: the mean over their users; item slices: the share of the
@@ -544,6 +548,25 @@ class RecsysTask(Task):
                     **({key: hits / total} if total else {}),
                 }
             )
+        # The new-items shelf: each user's cold-start test items ranked among the cold-start items
+        # alone (by the item tower, as a "new arrivals" row would be), against a random shelf.
+        if cold.any() and scores is not None:
+            shelf = scores.astype(np.float32, copy=True)
+            shelf[:, ~cold] = -np.inf
+            shelf_top = mf.top_k(shelf, test.seen, k)
+            hits = total = 0
+            for row, items in enumerate(test.relevant):
+                wanted = items[cold[items]]
+                total += len(wanted)
+                hits += int(np.isin(wanted, shelf_top[row]).sum())
+            chance = min(k, int(cold.sum())) / int(cold.sum())
+            out["items: cold start, ranked among new items only"] = {
+                "rows": total,
+                "scored": total >= min_rows,
+                key: hits / total if total else 0.0,
+                "chance": chance,
+                **({} if total >= min_rows else {"note": f"fewer than {min_rows} interactions"}),
+            }
         return out
 
     def _text_alone(self, model: Any, test: Any) -> dict[str, float]:
