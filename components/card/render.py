@@ -349,6 +349,8 @@ def _evaluation(card: CardData) -> str:
 def _explanations(card: CardData) -> str:
     record = card.records.get("evaluation/explanations.json")
     out = "<h2>Explanations</h2>"
+    if not record and card.task == "recsys":
+        return out + missing("a recommender records no explanations (its evaluation has the slices instead)")
     if not record:
         return out + missing("no explanations recorded for this version (its pipeline run predates them)")
     out += f"<p class=sub>{esc(record.get('method', ''))}</p>"

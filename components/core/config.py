@@ -442,6 +442,8 @@ class Params(_Section):
         if self.task.kind == "text" and self.pretrain.source:
             raise ValueError("pretrain.source is for the image task; text pretrains on the data set's "
                              "own text (pretrain.objective)")
+        if self.task.kind == "recsys" and self.finetune.processes != 1:
+            raise ValueError("finetune.processes: the recommender trains in one process (its model is small)")
         if self.task.kind == "recsys" and self.pretrain.enabled:
             raise ValueError("pretrain.enabled: the recommender's pretrained part is its item tower's text "
                              "model (finetune.base_model: minilm); leave pretrain disabled")

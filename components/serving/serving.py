@@ -242,6 +242,8 @@ class OnnxRecommender:
         if items is not None:
             columns = np.array([0] + [self.item_column.get(item, 0) for item in items], dtype=np.int64)
             ranked, rated = ranked[:, columns], rated[:, columns]
+            # Items this model never saw are items it cannot recommend: they rank last.
+            ranked[:, 1:][:, columns[1:] == 0] = -np.inf
         return ranked, rated
 
     def recommend(self, users: list[str], top: int = 10) -> list[list[dict]]:

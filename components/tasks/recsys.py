@@ -321,7 +321,7 @@ class RecsysTask(Task):
             coding.n_users, coding.n_items, s.dim, float(train.rating.mean()), text, cfg.seed
         )
         seen_train = seen_by_user(coding, splits["train"])
-        val_users = np.array(sorted(val.by_user()))
+        val_users = np.array(sorted(set(val.by_user()) - {mf.UNKNOWN}), dtype=np.int64)
         val_relevant = [val.by_user()[u] for u in val_users]
         val_seen = [seen_train.get(u, np.zeros(0, np.int64)) for u in val_users]
         score_key = f"val_{s.primary_metric}_at_{k}"
@@ -359,12 +359,9 @@ class RecsysTask(Task):
 
         store = None
         if checkpoint_dir is not None and cfg.checkpoint_every_steps:
-            digest = hashlib.sha256(
-                json.dumps([cfg.model_dump(), s.model_dump()], sort_keys=True, default=str).encode()
-            )
-            digest.update(np.ascontiguousarray(np.stack([train.user, train.item])).tobytes())
+            digest = run_digest(cfg, s, coding, train, val, text)
             store = CheckpointStore(
-                Path(checkpoint_dir) / digest.hexdigest()[:16],
+                Path(checkpoint_dir) / digest,
                 info={"base_model": cfg.base_model, "train_rows": len(train.user)},
             )
         settings = LoopSettings(
@@ -736,6 +733,7 @@ class RecsysTask(Task):
         shutil.copyfile(graph, out_dir / MODEL_FILE)
         (coding, _), model, _ = self.load_finetuned(model_dir)
         seen = seen_by_user(coding, *splits.values())
+        seen.pop(mf.UNKNOWN, None)  # users with no training rows are unknown to the model: nothing to hide
         users = np.array(sorted(seen), dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum([len(seen[u]) for u in users])]).astype(np.int64)
         np.savez_compressed(
@@ -772,6 +770,33 @@ class RecsysTask(Task):
             "passed": diff <= max_abs_diff and agreement >= 0.99,
             "smoke": smoke,
         }
+
+
+def run_digest(
+    cfg: Any,
+    settings: Any,
+    coding: Coding,
+    train: mf.Interactions,
+    val: mf.Interactions,
+    text: np.ndarray | None,
+) -> str:
+    """What shapes a training run (its checkpoints live under this name): the settings that change the
+    weights (not threads, logging or where checkpoints go), the users and catalogue, every training
+    and validation interaction with its rating, and the item texts' embeddings."""
+    from components.training.classifier import _NOT_SHAPING
+
+    shaping = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_SHAPING}
+    digest = hashlib.sha256(
+        json.dumps(
+            [shaping, settings.model_dump(), coding.users, coding.items], sort_keys=True, default=str
+        ).encode()
+    )
+    for part in (train, val):
+        digest.update(np.ascontiguousarray(np.stack([part.user, part.item])).tobytes())
+        digest.update(np.ascontiguousarray(part.rating).tobytes())
+    if text is not None:
+        digest.update(np.ascontiguousarray(text).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _public(figures: dict[str, Any]) -> dict[str, Any]:

@@ -191,7 +191,8 @@ class Interactions:
 
 
 def top_k(scores: np.ndarray, seen: list[np.ndarray], k: int) -> np.ndarray:
-    """Per row, the k best item indices, skipping the row's seen items and the unknown item."""
+    """Per row, the k best item indices, skipping the row's seen items and the unknown item; -1 fills
+    the places of a row with fewer than k items left to recommend."""
     scores = scores.astype(np.float32, copy=True)
     scores[:, UNKNOWN] = -np.inf
     for row, items in enumerate(seen):
@@ -199,7 +200,9 @@ def top_k(scores: np.ndarray, seen: list[np.ndarray], k: int) -> np.ndarray:
     k = min(k, scores.shape[1] - 1)
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(-scores, best, axis=1).argsort(axis=1, kind="stable")
-    return np.take_along_axis(best, order, axis=1)
+    best = np.take_along_axis(best, order, axis=1)
+    best[~np.isfinite(np.take_along_axis(scores, best, axis=1))] = -1
+    return best
 
 
 def ranking_metrics(
@@ -210,6 +213,7 @@ def ranking_metrics(
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall, ndcg, ap = (np.zeros(len(relevant)) for _ in range(3))
     for row, items in enumerate(relevant):
+        items = np.unique(items)  # an item held out twice counts once
         hits = np.isin(recommended[row, :k], items)
         if not len(items):
             continue
@@ -218,7 +222,8 @@ def ranking_metrics(
         ndcg[row] = (hits * discounts[: len(hits)]).sum() / ideal
         precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
         ap[row] = (precision_at * hits).sum() / min(len(items), k)
-    coverage = len(np.unique(recommended[:, :k])) / max(n_items - 1, 1)
+    shown = np.unique(recommended[:, :k])
+    coverage = int((shown > UNKNOWN).sum()) / max(n_items - 1, 1)
     return {
         f"recall_at_{k}": float(recall.mean()),
         f"ndcg_at_{k}": float(ndcg.mean()),

@@ -80,6 +80,8 @@ CASES = [
      "timestamp_parseable"),
     ("a timestamp in the future", edit(at(10, "timestamp", FUTURE)), "validate_data", "timestamp",
      "timestamp_not_in_future"),
+    ("a placeholder date", edit(at(11, "timestamp", "9999-12-31")), "validate_data", "timestamp",
+     "timestamp_not_in_future"),
     ("every interaction of a user twice", edit(one_user_twice), "validate_data", "pair",
      "no_duplicate_interactions"),
     ("a user with two ratings", edit(a_user_with_two_ratings), "validate_data", "user_interactions",

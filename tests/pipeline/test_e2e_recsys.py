@@ -97,3 +97,21 @@ def test_the_staged_recommender_serves_top_k_from_the_cli_and_the_pyfunc(project
 def test_the_card_shows_the_ranking_figures(project, good_run):
     card = next((project / ".fmpipe" / "runs").rglob("model_card")).read_text()
     assert "recommender" in card and "NDCG@10" in card and "RMSE" in card and "recall@10" in card
+
+
+def test_a_challenger_is_scored_against_the_champions_own_artifact(project, good_run):
+    """Production's version is scored from its served ONNX artifact on the same test users; a
+    challenger retrained on the same inputs ties it and is blessed (min_delta 0)."""
+    promoted = fmpipe(project, "promote", MODEL, "--version", "1", "--to", "production", "--reason", "e2e")
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    again = fmpipe(project, "run", "--data", "films.csv", "--force")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "the champion is version 1, holding 'production'" in again.stdout
+    runs = sorted((project / ".fmpipe" / "runs").rglob("evaluation.json"), key=lambda p: p.stat().st_mtime)
+    evaluation = json.loads(runs[-1].read_text())
+    champion, ours = evaluation["champion"], evaluation["model"]
+    assert champion["version"] == "1"
+    # Same data, params and seed: the same model, so the champion's artifact scores what ours does.
+    assert champion["metrics"]["ndcg_at_10"] == pytest.approx(ours["ndcg_at_10"], abs=1e-6)
+    assert any(c["name"].startswith("ndcg_at_10 vs champion") and c["passed"]
+               for c in evaluation["blessing"]["checks"])

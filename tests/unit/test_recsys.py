@@ -30,6 +30,10 @@ def test_top_k_never_returns_seen_items_or_the_unknown_row():
     scores = np.array([[9.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
     top = mf.top_k(scores, [np.array([1, 3])], k=3)
     assert top.tolist() == [[2, 4, 5]]
+    # Fewer items left than k: the rest is -1, which neither hits nor counts towards coverage.
+    short = mf.top_k(scores, [np.array([1, 2, 3, 4])], k=3)
+    assert short.tolist() == [[5, -1, -1]]
+    assert mf.ranking_metrics(short, [np.array([5])], n_items=6, k=3)["coverage"] == pytest.approx(1 / 5)
 
 
 def interactions(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
@@ -45,7 +49,6 @@ def test_the_time_split_puts_each_users_latest_interactions_in_test():
         times = {name: part[part[data.USER] == user][data.TIME] for name, part in splits.items()}
         assert len(times["test"]) == 2 and len(times["val"]) == 1 and len(times["train"]) == 7
         assert times["train"].max() < times["val"].min() <= times["val"].max() < times["test"].min()
-    assert (splits["test"][data.AFTER_TRAIN] == 1).all()
     # Every test item was trained on here: no cold start.
     assert splits["test"][data.ITEM_SEEN].all()
 
@@ -58,6 +61,13 @@ def test_a_test_item_nobody_trained_on_is_marked_cold():
     assert test.loc["brand-new", data.ITEM_SEEN] == 0
 
 
+def test_every_user_of_three_or_more_keeps_a_training_row_whatever_the_fractions():
+    rows = [(f"u{u}", f"i{i}", 3.0, float(i)) for u in range(4) for i in range(4)]
+    splits = data.time_split(interactions(rows), 0.4, 0.4, "x.csv", min_users=2)
+    assert sorted(splits["train"][data.USER].unique()) == ["u0", "u1", "u2", "u3"]
+    assert [len(splits[name]) for name in ("train", "val", "test")] == [4, 4, 8]  # 1, 1 and 2 per user
+
+
 def test_too_few_users_is_one_clear_error():
     from components.core.errors import DataError
 
@@ -67,9 +77,11 @@ def test_too_few_users_is_one_clear_error():
 
 
 def test_timestamps_parse_from_epoch_seconds_and_dates():
-    parsed = data.parse_times(pd.Series(["881250949", "2020-01-02 03:04:05", "yesterday", None]))
+    values = ["881250949", "2020-01-02 03:04:05", "yesterday", None, "9999-12-31"]
+    parsed = data.parse_times(pd.Series(values))
     assert parsed[0] == 881250949 and parsed[1] == pd.Timestamp("2020-01-02 03:04:05", tz="UTC").timestamp()
     assert math.isnan(parsed[2]) and math.isnan(parsed[3])
+    assert parsed[4] > 2.5e11  # a placeholder date stays a time (far in the future), not an overflow
 
 
 def test_drift_counts_new_users_and_items():
