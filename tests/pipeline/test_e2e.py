@@ -229,6 +229,7 @@ def processes_in_group(pgid: int) -> list[int]:
             if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
 
 
+@pytest.mark.slow  # make test-slow (CI runs it)
 def test_a_sigkilled_run_stops_its_step_and_the_next_run_cleans_up_after_it(project, good_run):
     """SIGKILL (the OOM killer, `kill -9`) gives the run no chance to clean up: its step must not
     train on as an orphan, and the next run marks its MLflow runs KILLED and removes its tmp."""

@@ -84,6 +84,7 @@ def test_a_closed_port_fails_at_once(capsys):
     assert code == 1 and took < 60 and "(connection refused)" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~30 s of real timeouts: make test-slow (CI runs it)
 def test_a_server_that_stops_answering_mid_way_is_bounded_by_mlflow_timeouts(stalling_server, capsys):
     code, err, took = _run(["status", "-S", f"registry.tracking_uri={stalling_server}"], capsys)
     # Bounded by fmpipe's limits (timeout x retries, tens of seconds at most, depending on which
