@@ -65,12 +65,15 @@ def _check_alias(client: Any, model: str, alias: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version_by_alias(model, alias)
+        version = client.get_model_version_by_alias(model, alias)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
             raise FmpipeError(f"{model} has no version with alias '{alias}' (or no such model): promote one "
                               f"first, or serve another alias (--alias staging)") from None
         raise FmpipeError(mlflow_error_line(exc)) from None
+    if version.tags.get("fmpipe.task") == "recsys":
+        raise FmpipeError(f"{model} is a recommender: `fmpipe serve` serves classifiers only for now; use "
+                          f"`fmpipe predict {model} --user ID` or the MLflow pyfunc (models:/{model}@{alias})")
 
 
 def add_serve_command(sub: Any) -> None:

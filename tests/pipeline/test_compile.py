@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.core.config import load_params
@@ -21,9 +22,11 @@ def test_compiled_pipeline_matches_the_golden_file(tmp_path: Path):
         "the compiled pipeline changed; if intended, run `make golden` and commit the result")
 
 
-def test_the_dag_is_the_same_for_every_task(tmp_path: Path):
-    """The task is a plug-in chosen at run time: the image job compiles to the very same pipeline."""
-    out = compile_pipeline(tmp_path / "p.yaml", load_params(REPO / "params.fashion-mnist.yaml"))
+@pytest.mark.parametrize("params_file", ["params.fashion-mnist.yaml", "params.movielens.yaml"])
+def test_the_dag_is_the_same_for_every_task(tmp_path: Path, params_file: str):
+    """The task is a plug-in chosen at run time: the image and recommender jobs compile to the very
+    same pipeline."""
+    out = compile_pipeline(tmp_path / "p.yaml", load_params(REPO / params_file))
     assert out.read_text() == GOLDEN.read_text()
 
 
