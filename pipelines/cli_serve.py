@@ -72,8 +72,9 @@ def _check_alias(client: Any, model: str, alias: str) -> None:
                               f"first, or serve another alias (--alias staging)") from None
         raise FmpipeError(mlflow_error_line(exc)) from None
     if version.tags.get("fmpipe.task") == "recsys":
-        raise FmpipeError(f"{model} is a recommender: `fmpipe serve` serves classifiers only for now; use "
-                          f"`fmpipe predict {model} --user ID` or the MLflow pyfunc (models:/{model}@{alias})")
+        raise FmpipeError(f"{model} is a recommender: `fmpipe serve` serves classifiers only for now; "
+                          f"use `fmpipe predict {model} --user ID` or the MLflow pyfunc "
+                          f"(models:/{model}@{alias})")
 
 
 def add_serve_command(sub: Any) -> None:
