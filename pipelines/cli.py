@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -168,6 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from components.core.tracking import default_tracking_uri
     from pipelines.runlock import clean_up_killed_run, run_lock
 
+    if args.runner == "container":  # before any component is imported: they read it then
+        from pipelines.local import LOCAL_IMAGE
+
+        os.environ.setdefault("FMPIPE_COMPONENT_IMAGE", LOCAL_IMAGE)
     params, root = _load(args)
     _columns_from(args, params)
     _tracking_server_up(params, root)
@@ -260,7 +265,7 @@ def _run_pipeline(args: argparse.Namespace, params, root: Path, run_dir: Path) -
     if not args.force and (done := _already_done(args, params, ctx, data_md5)) is not None:
         return done
     print(f"[fmpipe] pipeline run {run_dir.name[:8]} starting under kfp.local", flush=True)
-    outcome = run_locally(path, params, ctx, run_dir)
+    outcome = run_locally(path, params, ctx, run_dir, runner=args.runner, project=root)
     if pruned := prune_old_runs(run_dir.parent, args.keep_runs, current=run_dir):
         print(f"[fmpipe] removed the outputs of {len(pruned)} older run(s) under {run_dir.parent} "
               f"(their logs stay; --keep-runs {args.keep_runs})", flush=True)
@@ -487,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true",
                      help="end with one JSON line: run id, outcome, model version, aliases, metrics, "
                      "the model card's path (for CI)")
+    run.add_argument("--runner", choices=["subprocess", "container"], default="subprocess",
+                     help="how each step runs: a local process (default), or a container of the component "
+                     "image on a local Docker-compatible engine (podman: `make image`, "
+                     "`make podman-service`)")
     run.add_argument("--keep-runs", type=int, default=5, metavar="N",
                      help="keep the outputs (model, ONNX, splits) of the newest N runs under "
                      ".fmpipe/runs and delete older ones, logs kept (default 5; 0 = keep all)")

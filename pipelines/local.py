@@ -11,9 +11,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from components.core.config import Params
+from components.core.errors import FmpipeError
 from components.core.process import RUN_PID_ENV
 from components.core.tracking import ERROR_TAG, RunContext, finish_pipeline_run, parent_run_id
 
@@ -56,12 +57,55 @@ class RunOutcome:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -> RunOutcome:
-    """Run every step as a local subprocess; return what happened (never raises on step failure)."""
+LOCAL_IMAGE = "localhost/fmpipe/python-components:0.1.0"  # what `make image` builds, as podman names it
+
+
+def container_runner(project: Path) -> Any:
+    """kfp.local's DockerRunner on a Docker-compatible engine (podman's `system service`, found
+    through DOCKER_HOST): every step runs in the component image, with the project mounted at its
+    own path (its code, data, MLflow store, DVC cache and run outputs), so a step reads and writes
+    what a subprocess step would. One line when the engine or the image is missing."""
+    import kfp.local
+
+    from components.core.image import COMPONENT_IMAGE
+
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no engine, no socket, no permission: all one line
+        raise FmpipeError(f"--runner container needs a Docker-compatible engine ({type(exc).__name__}): "
+                          "start podman's with `make podman-service`, and set DOCKER_HOST as it says"
+                          ) from None
+    try:
+        tags = {tag for image in client.images.list() for tag in image.tags}
+    finally:
+        client.close()
+    if COMPONENT_IMAGE not in tags:
+        raise FmpipeError(f"the component image {COMPONENT_IMAGE} is not on the engine at "
+                          f"{os.environ.get('DOCKER_HOST', 'its default socket')}: `make image` builds it")
+    mounts = [docker.types.Mount(str(project), str(project), type="bind")]
+    for shared in (Path("/usr/share/datasets"),):  # Debian's data sets (Fashion-MNIST), read-only
+        if shared.is_dir():
+            mounts.append(docker.types.Mount(str(shared), str(shared), type="bind", read_only=True))
+    return kfp.local.DockerRunner(
+        mounts=mounts, working_dir=str(project), network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+        # The mounted code, not the copy baked into the image: the run is of this checkout.
+        environment={"PYTHONPATH": str(project), "HOME": "/tmp"})
+
+
+def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path,
+                runner: str = "subprocess", project: Path | None = None) -> RunOutcome:
+    """Run every step as a local subprocess (or, runner="container", in the component image through
+    a local engine); return what happened (never raises on step failure)."""
     import kfp.local
     import mlflow
 
     from pipelines.dag import build_pipeline
+
+    engine = (container_runner(project or Path.cwd()) if runner == "container"
+              else kfp.local.SubprocessRunner(use_venv=False))
 
     outputs = work_dir / "outputs"
     # kfp.local leaks a temp dir per task: keep them in one place we delete afterwards.
@@ -71,8 +115,7 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
     os.environ["TMPDIR"] = str(tmp)
     os.environ[RUN_PID_ENV] = str(os.getpid())  # each step ends when this process does
     tempfile.tempdir = None
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
-                   raise_on_error=True)
+    kfp.local.init(runner=engine, pipeline_root=str(outputs), raise_on_error=True)
     error = None
     log_file = work_dir / "pipeline.log"
     try:
@@ -81,6 +124,11 @@ def run_locally(source: Path, params: Params, ctx: RunContext, work_dir: Path) -
                                    ctx_json=ctx.to_json())
     except RuntimeError as exc:
         error = str(exc)
+    except Exception as exc:
+        if runner != "container" or type(exc).__module__.split(".")[0] != "docker":
+            raise
+        # The engine refused a step's container: one line, and the run ends FAILED, not KILLED.
+        error = f"the container engine refused a step: {getattr(exc, 'explanation', None) or exc}"
     except BaseException:
         # Ctrl-C (which stops the step's process too) or a SIGTERM: nothing may stay RUNNING.
         (work_dir / FINISHED_MARKER).write_text("KILLED\n")

@@ -67,6 +67,7 @@ def test_the_recommender_runs_the_same_dag_to_staging(project, good_run):
     assert set(evaluation["baselines"]) == {"most_popular", "item_knn", "item_mean", "global_mean"}
     assert "items: cold start (no training interactions)" in evaluation["slices"]
     assert evaluation["model"]["text_tower_ndcg_at_10"] >= 0  # the item tower alone was measured
+    assert (project / "data" / "films.csv.dvc").exists()  # the interactions file is versioned by DVC
 
 
 def test_the_staged_recommender_serves_top_k_from_the_cli_and_the_pyfunc(project, good_run):
@@ -107,6 +108,8 @@ def test_a_challenger_is_scored_against_the_champions_own_artifact(project, good
     again = fmpipe(project, "run", "--data", "films.csv", "--force")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "the champion is version 1, holding 'production'" in again.stdout
+    # Validation measured drift against production's data: the same data, so no new users or items.
+    assert "drift vs production: activity_psi 0" in again.stdout and "new_user_share 0" in again.stdout
     runs = sorted((project / ".fmpipe" / "runs").rglob("evaluation.json"), key=lambda p: p.stat().st_mtime)
     evaluation = json.loads(runs[-1].read_text())
     champion, ours = evaluation["champion"], evaluation["model"]
