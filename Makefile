@@ -62,7 +62,7 @@ lint: setup  ## ruff, hadolint on the component Dockerfile (actionlint on the wo
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint infra/Dockerfile
 
-image:  ## the component image with podman (debootstrap base, infra/Dockerfile): infra/image/build.sh
+image: setup  ## the component image with podman (debootstrap base, infra/Dockerfile): infra/image/build.sh
 	PIP_FIND_LINKS="$${PIP_FIND_LINKS:-$$($(PY) -m pip config get global.find-links 2>/dev/null)}" \
 	  infra/image/build.sh
 
