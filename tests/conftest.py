@@ -99,3 +99,28 @@ def run_stages(args: list[str], stages: tuple[str, ...] = ("ingest", "validate_d
         if codes[stage]:
             break
     return codes
+
+
+def fmpipe(project: Path, *args: str, env: dict | None = None, timeout: int = 600
+           ) -> subprocess.CompletedProcess:
+    """The `fmpipe` CLI as a user runs it, in the project folder, in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def run_bad_source(project: Path, model: str, source: Path, capsys: pytest.CaptureFixture,
+                   step: str | None) -> str | None:
+    """Ingest and validate `source` in this process; the registry must be untouched. step None: both
+    pass. Else the run must stop at `step` with one `fmpipe: error:` line and no traceback: returned."""
+    before = registry_state(model)
+    capsys.readouterr()
+    codes = run_stages(["--params", str(project / "params.yaml"), "-S", f"data.source={source}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert registry_state(model) == before  # nothing registered, no alias moved
+    if step is None:
+        assert codes == {"ingest": 0, "validate_data": 0}, err[-3:]
+        return None
+    assert codes.get(step) == 1, f"expected the run to stop at {step}, got exit codes {codes}: {err[-1:]}"
+    message = err[-1]
+    assert message.startswith("fmpipe: error: ") and not any("Traceback" in line for line in err)
+    return message

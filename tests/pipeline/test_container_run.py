@@ -6,17 +6,14 @@ image, the run stops with one line."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.conftest import REPO, make_project
+from tests.conftest import REPO, fmpipe, make_project
 from tests.data.test_bad_interactions import movielens
 
 MODEL = "films-recommender"
@@ -28,10 +25,6 @@ OVERRIDES = ["task.kind=recsys", "finetune.base_model=none", "finetune.epochs=3"
              "validate_data.min_rows=50", "validate_data.class_share_min=0",
              "evaluate.require_beat_baselines=false"]
 
-
-def fmpipe(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project, capture_output=True,
-                          text=True, timeout=900, env={**os.environ, **(env or {})})
 
 
 def test_no_engine_is_one_clear_line(tmp_path):
@@ -72,7 +65,7 @@ def runs(engine, tmp_path_factory):
     plain = fmpipe(project, "run", "--data", "films.csv")
     started = time.monotonic()
     boxed = fmpipe(project, "run", "--data", "films.csv", "--force", "--runner", "container",
-                   env={"DOCKER_HOST": engine})
+                   env={"DOCKER_HOST": engine}, timeout=900)
     return project, plain, boxed, time.monotonic() - started
 
 

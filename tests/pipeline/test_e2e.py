@@ -12,14 +12,10 @@ import mlflow
 import pytest
 
 from components.registry.registry import current_alias_version
-from tests.conftest import TINY_OVERRIDES, make_project
+from tests.conftest import TINY_OVERRIDES, fmpipe, make_project
 
 MODEL = "tweets-text-classifier"  # named after the data set (tweets.csv)
 
-
-def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,6 @@ image files and bytes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -16,7 +13,7 @@ import pytest
 from PIL import Image
 
 from components.registry.registry import current_alias_version
-from tests.conftest import make_project
+from tests.conftest import fmpipe, make_project
 from tests.data.test_bad_images import FASHION, fashion
 
 MODEL = "wardrobe-image-classifier"  # named after the data set (the folder `wardrobe`)
@@ -31,10 +28,6 @@ OVERRIDES = ["task.kind=image", "finetune.base_model=resnet-tiny", "finetune.epo
              "pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.bf16=false"]
 pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 
-
-def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

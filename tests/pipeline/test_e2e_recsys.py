@@ -6,16 +6,13 @@ served by `fmpipe predict --user` and by the MLflow pyfunc as top-k lists."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
 from components.registry.registry import current_alias_version
-from tests.conftest import make_project
+from tests.conftest import fmpipe, make_project
 from tests.data.test_bad_interactions import movielens
 
 MODEL = "films-recommender"  # named after the data set (the file films.csv)
@@ -28,10 +25,6 @@ OVERRIDES = ["task.kind=recsys", "finetune.base_model=minilm", "finetune.epochs=
              "evaluate.require_beat_baselines=false"]
 pytestmark = pytest.mark.slow
 
-
-def fmpipe(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
