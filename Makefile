@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run run-images run-recsys lint-tools image podman-service image-data browser test test-slow test-fast lint bench compile golden dvc clean help
+.PHONY: setup run run-images run-recsys run-speech speech-data lint-tools image podman-service image-data browser test test-slow test-fast lint bench compile golden dvc clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,18 @@ browser:  ## install chromium (Debian) if it is missing
 
 run-images: setup image-data  ## the image task: Fashion-MNIST through the same pipeline (ARGS=--force)
 	$(VENV)/bin/fmpipe run --params params.fashion-mnist.yaml $(ARGS)
+
+# The audio task's generator and real recordings: Debian's espeak-ng, flite, sox, and KDE's
+# ktuberling / klettres recordings (apt needs root).
+SPEECH_PACKAGES := espeak-ng flite sox ktuberling-data klettres-data
+speech-data:  ## install the speech synthesisers, sox and the real recordings (Debian) if missing
+	@{ command -v espeak-ng && command -v flite && command -v sox && test -d /usr/share/ktuberling/sounds && \
+	  test -d /usr/share/klettres; } >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SPEECH_PACKAGES) >/dev/null); } || \
+	  { echo "run as root: apt-get install $(SPEECH_PACKAGES)"; exit 1; }
+
+run-speech: setup speech-data  ## the audio task: keyword spotting, wav2vec 2.0 pretrained then fine-tuned (ARGS=--force)
+	$(VENV)/bin/fmpipe run --params params.speech.yaml $(ARGS)
 
 run-recsys: setup  ## the recommender: MovieLens 100k through the same pipeline (ARGS=--force)
 	$(VENV)/bin/fmpipe run --params params.movielens.yaml $(ARGS)

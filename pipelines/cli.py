@@ -61,9 +61,10 @@ def _checkpoints_exist(params) -> None:  # noqa: ANN001
     from components.tasks import get_task
     from components.tasks.text import check_checkpoint
 
-    if params.pretrain.enabled and params.task.kind != "text":  # images: a network, and its source data
+    if params.pretrain.enabled and params.task.kind != "text":  # a network, and its source data
         get_task(params).check_checkpoint(params.pretrain.base_model, "pretrain.base_model")
-        get_task(params).resolve_source(params.pretrain.source)
+        if params.pretrain.source:
+            get_task(params).pretrain_source_md5(params.pretrain.source)
     elif params.pretrain.enabled:
         if params.pretrain.mode == "continued":
             check_checkpoint(params.pretrain.base_model, "pretrain.base_model")
@@ -201,9 +202,8 @@ def _checkpoints_digest(params) -> str:  # noqa: ANN001
 
     digests = [checkpoint_digest(get_task(params).resolve_checkpoint(params.finetune.base_model))]
     if params.pretrain.enabled and params.task.kind != "text":  # the source data's content counts
-        from components.core.dataset import data_md5
-
-        digests.append(data_md5(get_task(params).resolve_source(params.pretrain.source)))
+        if params.pretrain.source:
+            digests.append(get_task(params).pretrain_source_md5(params.pretrain.source))
     elif params.pretrain.enabled and params.pretrain.mode == "continued":
         digests.append(checkpoint_digest(resolve_checkpoint(params.pretrain.base_model)))
     return ",".join(digests)

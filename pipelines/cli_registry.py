@@ -281,14 +281,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Label (and its probability) for each text or image file, from the registered artifact as it
+    """Label (and its probability) for each text, image file or audio file, from the registered artifact as it
     serves."""
     import tempfile
 
     import numpy as np
 
     from components.serving.live import VersionRefused, download_version
-    from components.serving.serving import SERVING_FILE, OnnxImageClassifier, open_classifier
+    from components.serving.serving import (
+        SERVING_FILE,
+        OnnxAudioClassifier,
+        OnnxImageClassifier,
+        open_classifier,
+    )
 
     _, client = _connect(args)
     texts = list(args.texts)
@@ -315,6 +320,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if isinstance(model, OnnxImageClassifier):
             texts = [str(Path(t).expanduser()) for t in texts]
             check_image_files(texts)
+        elif isinstance(model, OnnxAudioClassifier):
+            texts = [str(Path(t).expanduser()) for t in texts]
+            check_audio_files(texts)
         logits = model.logits(texts)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
@@ -354,6 +362,22 @@ def check_image_files(paths: list[str]) -> None:
                 image.load()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise FmpipeError(f"{path}: not an image this model can read ({exc})") from None
+
+
+def check_audio_files(paths: list[str]) -> None:
+    """One line naming the first file that is missing or is no audio this model's decoder reads."""
+    from components.serving.serving import decode_audio
+
+    for path in paths:
+        if not Path(path).is_file():
+            raise FmpipeError(f"{path}: no such audio file")
+        try:
+            samples, _ = decode_audio(path)
+        except Exception as exc:  # libsndfile's errors for files it cannot read
+            raise FmpipeError(f"{path}: not audio this model can read (WAV, FLAC, OGG): "
+                              f"{' '.join(str(exc).split())[:120]}") from None
+        if not len(samples):
+            raise FmpipeError(f"{path}: holds no samples (a zero-length clip)")
 
 
 def params_arguments(p: argparse.ArgumentParser, example: str = "registry.tracking_uri=http://host:5000"
@@ -420,16 +444,17 @@ def add_registry_commands(sub: Any) -> None:
                         "a version without the blessing and parity tags (for CI and cron)")
     status.set_defaults(func=cmd_status)
 
-    predict = parser("predict", "label texts (or image files) with a registered model, as its ONNX artifact "
-                     "serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production]); "
+    predict = parser("predict", "label texts (or image or audio files) with a registered model, as its ONNX "
+                     "artifact serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production]); "
                      "a recommender: fmpipe predict MODEL --user 42 --top 10")
     predict.add_argument("model", help="registered model name")
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--alias", default="staging", help="the version holding this alias (default: staging)")
     which.add_argument("--version", help="this version instead of an alias")
     predict.add_argument("texts", nargs="*", metavar="INPUT",
-                         help="texts to label (image files, for an image model)")
-    predict.add_argument("--file", type=user_path, help="a text file, one text (or image path) per line")
+                         help="texts to label (image files for an image model, WAV / FLAC / OGG files for "
+                              "an audio model)")
+    predict.add_argument("--file", type=user_path, help="a text file, one text (or file path) per line")
     predict.add_argument("--user", action="append", metavar="ID",
                          help="a recommender: recommend for this user id (repeatable)")
     predict.add_argument("--top", type=int, default=10, help="a recommender: items per user (default: 10)")

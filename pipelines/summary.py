@@ -72,7 +72,7 @@ def format_summary(outcome: RunOutcome, model_name: str, tracking_uri: str) -> s
             torch_b32 = m.get("throughput_b32_seq_s_torch_bf16")
             speed = f", batch-1 latency {b1:.1f} ms vs PyTorch {torch_b1:.1f} ms" if b1 and torch_b1 else ""
             if b32 and torch_b32:
-                unit = "images/s" if t.get("fmpipe.task") == "image" else "seq/s"
+                unit = {"image": "images/s", "audio": "clips/s"}.get(t.get("fmpipe.task"), "seq/s")
                 speed += f", batch-32 {b32:.0f} {unit} vs PyTorch bf16 {torch_b32:.0f}"
             loss = (f", macro-F1 loss {m[f'{variant}_macro_f1_loss']:+.4f}"
                     if f"{variant}_macro_f1_loss" in m else "")

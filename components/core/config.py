@@ -417,11 +417,46 @@ class RecsysTaskConfig(_Section):
         return self
 
 
+class AudioTaskConfig(_Section):
+    """Settings of the audio task: how clips are decoded, checked and fed to the model."""
+
+    sampling_rate: int = Field(16_000, ge=4_000, le=96_000)  # every clip is resampled to this (mono)
+    clip_seconds: float = Field(1.0, gt=0, le=30)   # the model hears this long: longer clips keep their
+                                                    # loudest window, shorter ones are padded
+    # validation
+    min_sample_rate: int = Field(8_000, ge=1)
+    max_sample_rate: int = Field(96_000, ge=1)
+    max_channels: int = Field(2, ge=1)
+    min_duration_s: float = Field(0.1, ge=0)
+    max_duration_s: float = Field(10.0, gt=0)
+    max_silent_fraction: float = Field(0.95, ge=0, le=1)   # share of 10 ms frames below -60 dBFS
+    max_clipped_fraction: float = Field(0.01, ge=0, le=1)  # share of samples at full scale
+    min_ks_pvalue: float = Field(0.001, ge=0, le=1)        # drift: KS tests on duration and loudness
+    # training
+    shift_ms: float = Field(100.0, ge=0, le=1000)   # augmentation: random shift in time
+    mask_time_prob: float = Field(0.05, ge=0, lt=1)  # fine-tuning: time masks (SpecAugment)
+    pretrain_mask_prob: float = Field(0.5, gt=0, lt=1)  # pretraining: frames that start a masked span
+    pretrain_real_clips: int = Field(1500, ge=0)    # at most this many recordings of pretrain.source
+    # evaluation
+    active_buckets: list[float] = [0.35, 0.5]       # slices by seconds of sound in the clip
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AudioTaskConfig:
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError("min_sample_rate must be <= max_sample_rate")
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError("min_duration_s must be <= max_duration_s")
+        if self.active_buckets != sorted(set(self.active_buckets)):
+            raise ValueError("active_buckets must be increasing")
+        return self
+
+
 class TaskConfig(_Section):
     """Which kind of model this pipeline trains; the modality's own settings sit in its subsection."""
 
-    kind: Literal["text", "image", "recsys"] = "text"
+    kind: Literal["text", "image", "audio", "recsys"] = "text"
     image: ImageTaskConfig = ImageTaskConfig()
+    audio: AudioTaskConfig = AudioTaskConfig()
     recsys: RecsysTaskConfig = RecsysTaskConfig()
 
 
@@ -440,21 +475,23 @@ class Params(_Section):
     @model_validator(mode="after")
     def _task_fits(self) -> Params:
         if self.task.kind == "text" and self.pretrain.source:
-            raise ValueError("pretrain.source is for the image task; text pretrains on the data set's "
-                             "own text (pretrain.objective)")
+            raise ValueError("pretrain.source is for the image and audio tasks; text pretrains on the data "
+                             "set's own text (pretrain.objective)")
+        if self.task.kind == "audio" and self.pretrain.enabled and self.pretrain.processes != 1:
+            raise ValueError("pretrain.processes: audio pretraining runs in one process "
+                             "(finetune may use more)")
         if self.task.kind == "recsys" and self.finetune.processes != 1:
             raise ValueError("finetune.processes: the recommender trains in one process (its model is small)")
         if self.task.kind == "recsys" and self.pretrain.enabled:
             raise ValueError("pretrain.enabled: the recommender's pretrained part is its item tower's text "
                              "model (finetune.base_model: minilm); leave pretrain disabled")
-        if self.task.kind != "text":
+        if self.task.kind not in ("text", "audio"):
             if self.pretrain.enabled and not self.pretrain.source:
                 raise ValueError(f"pretrain.enabled: {self.task.kind} models pretrain on another labelled "
                                  "data set: name it in pretrain.source (e.g. fashion-mnist), and the "
                                  "network in pretrain.base_model (e.g. resnet-small)")
-            if self.finetune.method == "lora":
-                raise ValueError(f"finetune.method=lora is built for text models; use full for "
-                                 f"{self.task.kind}")
+        if self.task.kind != "text" and self.finetune.method == "lora":
+            raise ValueError(f"finetune.method=lora is built for text models; use full for {self.task.kind}")
         return self
 
     @property

@@ -64,12 +64,13 @@ def text_classification(labels: Iterable[str]) -> Contract:
 KINDS = {
     "text": (TEXT_CLASSIFICATION, ("text", "string")),
     "image": ("image-classification", ("image", "binary")),
+    "audio": ("audio-classification", ("audio", "binary")),
     "recsys": ("recommendation", ("user", "string")),  # labels: the rating scale it predicts on
 }
 
 
 def contract_for(kind: str, labels: Iterable[str]) -> Contract:
-    """The contract of a classifier of this task kind (text, image) answering with `labels`."""
+    """The contract of a classifier of this task kind (text, image, audio) answering with `labels`."""
     task, inputs = KINDS[kind]
     return Contract(task, tuple(sorted(set(labels))), (inputs,))
 

@@ -1,6 +1,7 @@
 """The pretrain step as the pipeline runs it, tracked. Text: LM pretraining on the splits' text.
 Images: supervised training on another labelled data set (pretrain.source), whose network
-finetune then starts from with a new head: transfer learning."""
+finetune then starts from with a new head: transfer learning. Audio: the task's self-supervised
+pretraining (wav2vec 2.0) on the clips without their labels, plus pretrain.source's recordings."""
 
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ def run(data_dir: Path, model_dir: Path, params: Params, ctx: RunContext) -> Pre
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / SKIPPED_FILE).write_text(json.dumps({"enabled": False}))
         note("pretrain: disabled (pretrain.enabled=false); finetune starts from finetune.base_model")
+        return None
+    task = get_task(params)
+    if task.unlabelled_pretraining:
+        with step_run(ctx, "pretrain") as track:
+            track.params(params.pretrain.model_dump())
+            result = task.pretrain(read_splits(data_dir), params, model_dir,
+                                   log=lambda metrics, step: track.metrics(metrics, step=step),
+                                   checkpoint_dir=checkpoint_root(model_dir, params.pretrain.checkpoint_dir))
+            note(f"pretrain: {result.architecture} ({result.parameters / 1e6:.2f}M params), self-supervised "
+                 f"on {result.train_clips} unlabelled clips ({result.real_clips} real recordings), "
+                 f"{result.steps} steps in {result.train_seconds:.0f}s; held-out contrastive loss "
+                 f"{result.heldout_contrastive_before:.3f} -> {result.heldout_contrastive:.3f}, true frame "
+                 f"picked {result.heldout_accuracy_before:.1%} -> {result.heldout_accuracy:.1%}")
+            track.metrics({"pretrain_contrastive_loss": result.heldout_contrastive,
+                           "pretrain_contrastive_loss_before": result.heldout_contrastive_before},
+                          parent=True)
+            track.json({k: v for k, v in asdict(result).items() if k != "history"}, "pretrain_result.json")
         return None
     if params.task.kind != "text":  # supervised, on another data set; its figures go to MLflow
         with step_run(ctx, "pretrain") as track:

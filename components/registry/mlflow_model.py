@@ -1,4 +1,4 @@
-"""MLflow "model from code": the ONNX classifier (text or image) or recommender as a pyfunc,
+"""MLflow "model from code": the ONNX classifier (text, image or audio) or recommender as a pyfunc,
 servable without fmpipe or torch.
 
 MLflow copies this file into the model and puts `serving.py` (logged as code) on sys.path.
@@ -14,16 +14,16 @@ class OnnxClassifierModel(PythonModel):
         import json
         from pathlib import Path
 
-        from serving import SERVING_FILE, OnnxImageClassifier, open_classifier, open_recommender
+        from serving import SERVING_FILE, OnnxFileClassifier, open_classifier, open_recommender
 
         folder = context.artifacts["model_dir"]
         task = json.loads((Path(folder) / SERVING_FILE).read_text()).get("task")
         self.recommender = open_recommender(folder) if task == "recsys" else None
         self.model = self.recommender or open_classifier(folder)
-        self.images = isinstance(self.model, OnnxImageClassifier)
+        self.files = isinstance(self.model, OnnxFileClassifier)  # images, audio: bytes or paths
 
     def predict(self, context, model_input, params=None):
-        """Texts, or images (encoded bytes or file paths), as a list or a one-column frame, in;
+        """Texts, or images or audio clips (encoded bytes or file paths), as a list or a one-column frame, in;
         each input's label and its probability out. A recommender takes user ids and gives each
         user's top k (params {"top": k}, default 10): one row per recommendation."""
         import numpy as np
@@ -37,7 +37,7 @@ class OnnxClassifierModel(PythonModel):
                     for rank, row in enumerate(found_rows, start=1)]
             return pd.DataFrame(rows,
                                 columns=["user", "rank", "item", "title", "score", "rating"])
-        inputs = items if self.images else [str(t) for t in items]
+        inputs = items if self.files else [str(t) for t in items]
         logits = self.model.logits(inputs)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

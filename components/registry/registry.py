@@ -58,7 +58,8 @@ def _pip_requirements(onnx_dir: Path) -> list[str]:
     from components.serving.serving import SERVING_FILE
 
     config = json.loads((onnx_dir / SERVING_FILE).read_text())
-    preprocessor = {"image": ["pillow"], "recsys": []}.get(config.get("task"), ["tokenizers"])
+    preprocessor = {"image": ["pillow"], "audio": ["soundfile", "scipy"], "recsys": []}.get(
+        config.get("task"), ["tokenizers"])
     packages = ["onnxruntime", *preprocessor, "numpy", "pandas"]
     if config.get("runtime") == "openvino_bf16":
         packages.append("openvino")  # the fast path; without it serving falls back to onnxruntime
@@ -91,7 +92,7 @@ def signature(kind: str = "text") -> Any:
             ColSpec("string", "user"), ColSpec("long", "rank"), ColSpec("string", "item"),
             ColSpec("string", "title"), ColSpec("double", "score"), ColSpec("double", "rating")]),
             params=ParamSchema([ParamSpec("top", "long", 10)]))
-    return ModelSignature(inputs=Schema([ColSpec("binary" if kind == "image" else "string")]),
+    return ModelSignature(inputs=Schema([ColSpec("binary" if kind in ("image", "audio") else "string")]),
                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]))
 
 

@@ -1,5 +1,6 @@
 """Serve an exported model with a runtime and its preprocessor only (no torch, no transformers):
-tokenizers for text, Pillow + numpy for images. `open_classifier` reads serving.json's task.
+tokenizers for text, Pillow + numpy for images, soundfile + scipy for audio. `open_classifier`
+reads serving.json's task.
 
 Self-contained on purpose: it is shipped next to the ONNX file in the registry, and the serving
 smoke check loads it in a fresh process to prove the artifact stands on its own.
@@ -89,7 +90,8 @@ def open_classifier(model_dir: str | Path, intra_op_threads: int = 0,
                     model_file: str | Path | None = None, runtime: str | None = None) -> OnnxClassifier:
     """The classifier for the artifact in model_dir, of the task its serving.json names."""
     config = json.loads((Path(model_dir) / SERVING_FILE).read_text())
-    kind = {"text": OnnxTextClassifier, "image": OnnxImageClassifier}.get(config.get("task", "text"))
+    kinds = {"text": OnnxTextClassifier, "image": OnnxImageClassifier, "audio": OnnxAudioClassifier}
+    kind = kinds.get(config.get("task", "text"))
     if kind is None:
         raise ValueError(f"{model_dir}: serving.json names an unknown task {config.get('task')!r}")
     return kind(model_dir, intra_op_threads, model_file, runtime)
@@ -152,7 +154,11 @@ class OnnxTextClassifier(OnnxClassifier):
         return out
 
 
-class OnnxImageClassifier(OnnxClassifier):
+class OnnxFileClassifier(OnnxClassifier):
+    """A classifier whose inputs are files (encoded bytes or paths): images, audio clips."""
+
+
+class OnnxImageClassifier(OnnxFileClassifier):
     """Images in (encoded bytes, a file path, or an HxW / HxWxC uint8 array); serving.json gives
     the side, the channels and the normalisation the model was trained with."""
 
@@ -196,6 +202,80 @@ def image_array(item: object, size: int, channels: int, resample: str = "bilinea
         image = image.resize((size, size), Image.Resampling[resample.upper()])
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+class OnnxAudioClassifier(OnnxFileClassifier):
+    """Audio clips in (encoded WAV / FLAC / OGG bytes, a file path, or float samples at the model's
+    rate); serving.json gives the rate and the clip length the model was trained with."""
+
+    def __init__(self, model_dir: str | Path, intra_op_threads: int = 0,
+                 model_file: str | Path | None = None, runtime: str | None = None) -> None:
+        super().__init__(model_dir, intra_op_threads, model_file, runtime)
+        self.rate: int = int(self.config["sampling_rate"])
+        self.samples: int = int(self.config["max_samples"])
+
+    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start: start + batch_size]
+            batch = np.stack([audio_input(item, self.rate, self.samples) for item in chunk])
+            out[start: start + len(batch)] = self.session.run({self.input_names[0]: batch})
+        return out
+
+
+def decode_audio(item: object) -> tuple[np.ndarray, int]:
+    """An audio file (bytes or a path) as float32 samples (frames, channels) and its sample rate."""
+    import io
+
+    import soundfile as sf
+
+    source = io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else str(item)
+    samples, rate = sf.read(source, dtype="float32", always_2d=True)
+    return samples, int(rate)
+
+
+def to_mono_at(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(frames, channels) samples as mono (the channels' mean) at the target rate (polyphase
+    resampling, scipy's resample_poly)."""
+    from math import gcd
+
+    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
+    if rate != target:
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target)
+        mono = resample_poly(mono, target // g, rate // g)
+    return np.asarray(mono, dtype=np.float32)
+
+
+def fit_length(mono: np.ndarray, length: int) -> np.ndarray:
+    """Exactly `length` samples: a longer clip keeps its loudest window (where a keyword is), a
+    shorter one is centred between zeros."""
+    if len(mono) > length:
+        energy = np.concatenate([[0.0], np.cumsum(mono.astype(np.float64) ** 2)])
+        start = int(np.argmax(energy[length:] - energy[:-length]))
+        return mono[start: start + length]
+    out = np.zeros(length, dtype=np.float32)
+    offset = (length - len(mono)) // 2
+    out[offset: offset + len(mono)] = mono
+    return out
+
+
+def normalise(clip: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (what Wav2Vec2's feature extractor does)."""
+    clip = clip.astype(np.float32)
+    return (clip - clip.mean()) / np.sqrt(clip.var() + 1e-7)
+
+
+def audio_input(item: object, rate: int, length: int) -> np.ndarray:
+    """One clip as the model takes it: decoded (unless already samples at `rate`), mono, resampled,
+    cut or padded to `length` samples, normalised."""
+    if isinstance(item, np.ndarray):
+        mono = item.astype(np.float32)
+    else:
+        samples, source_rate = decode_audio(item)
+        mono = to_mono_at(samples, source_rate, rate)
+    return normalise(fit_length(mono, length))
 
 
 def open_recommender(model_dir: str | Path, intra_op_threads: int = 0) -> OnnxRecommender:
@@ -262,7 +342,7 @@ class OnnxRecommender:
 
 
 def encode_canaries(inputs: list) -> list[str]:
-    """Canary inputs as JSON strings: texts as they are, image files as base64 of their bytes."""
+    """Canary inputs as JSON strings: texts as they are, image and audio files as base64 of their bytes."""
     import base64
 
     return [item if not Path(str(item)).is_file() else base64.b64encode(Path(item).read_bytes()).decode()
@@ -283,7 +363,7 @@ def canary_problem(model: OnnxClassifier, model_dir: str | Path) -> str | None:
             inputs = [np.zeros((28, 28), np.uint8), np.full((40, 30, 3), 255, np.uint8)]
         else:
             inputs = list(DEFAULT_TEXT_CANARIES)
-    elif isinstance(model, OnnxImageClassifier):
+    elif isinstance(model, OnnxFileClassifier):
         inputs = [base64.b64decode(item) for item in inputs]
     try:
         logits = model.logits(inputs)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 KINDS = {
     "text": "components.tasks.text:TextTask",
     "image": "components.tasks.image:ImageTask",
+    "audio": "components.tasks.audio:AudioTask",
     "recsys": "components.tasks.recsys:RecsysTask",
 }
 

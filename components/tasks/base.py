@@ -7,7 +7,9 @@ ask the task. A task is one module in this package with one class implementing `
 Hooks, by the step that calls them:
 - ingest: `resolve_source`, `read`, `clean`, `profile`; `key_column` names the column that says
   when two examples are the same example (split grouping, duplicates, leakage).
-- validate_data: `expectations` (Great Expectations on the split tables), `drift`.
+- validate_data: `expectations` (Great Expectations on the split tables), `drift`;
+  `exclusive_columns` name columns whose values must each stay in one split (audio: the speaker).
+- pretrain: `pretrain`, where `unlabelled_pretraining` is true (audio: wav2vec 2.0 on unlabelled clips).
 - finetune: `load_pretrained`, `prepare`, `collate`, `predict_logits`, `save`.
 - evaluate: `load_finetuned`, `baselines`, `slice_masks`, `plots`, `explain`.
 - export_onnx: `export_onnx`, `optimize_graph`, `timing_feeds`, `write_serving`, `canaries`.
@@ -76,6 +78,8 @@ class Task(ABC):
     key_column: str                 # the column whose equal values are "the same example"
     input_type: str                 # what a caller sends the served model (contract), e.g. string
     builtin_sources: dict[str, Any] = {}   # data-set names that resolve without a path
+    exclusive_columns: tuple[str, ...] = ()  # a value of these (e.g. a speaker) never in two splits
+    unlabelled_pretraining: bool = False   # the pretrain step calls `pretrain` (self-supervised)
     rule_names: dict[tuple[str, str], str] = {}  # (expectation type, column) -> the rule's name in reports
 
     # -- data ------------------------------------------------------------------------------------
@@ -166,6 +170,20 @@ class Task(ABC):
     @abstractmethod
     def save(self, processor: Any, model: Any, out_dir: Path, labels: list[str]) -> None:
         """Save the model, its processor and its label order for load_finetuned."""
+
+    def pretrain(self, splits: dict[str, pd.DataFrame], params: Any, out_dir: Path, log: Any = None,
+                 checkpoint_dir: Path | None = None) -> Any:
+        """Self-supervised pretraining on the splits' inputs without their labels (and what
+        pretrain.source adds); saves a checkpoint finetune starts from into out_dir and returns a
+        dataclass of its figures. Only where `unlabelled_pretraining` is true."""
+        raise NotImplementedError(f"the {self.kind} task has no self-supervised pretraining")
+
+    def pretrain_source_md5(self, source: str) -> str:
+        """The content digest of pretrain.source (one clear line when it is missing): a rerun with
+        other pretraining data is another run."""
+        from components.core.dataset import data_md5
+
+        return data_md5(self.resolve_source(source))
 
     def freeze_for_speed(self, model: Any) -> None:
         """What finetune.freeze_embeddings freezes (nothing by default)."""

@@ -82,16 +82,24 @@ def build_suites(cfg: ValidateConfig, labels: list[str], task: Task | None = Non
     ]
     if cfg.require_no_leakage:
         suites[UNIQUE_PER_SPLIT] = [gxe.ExpectColumnValuesToBeUnique(column=task.key_column)]
+        for column in task.exclusive_columns:
+            suites[f"{UNIQUE_PER_SPLIT}_{column}"] = [gxe.ExpectColumnValuesToBeUnique(column=column)]
     return suites
 
 
-def _tables(splits: dict[str, pd.DataFrame], key: str) -> dict[str, pd.DataFrame]:
+def _tables(splits: dict[str, pd.DataFrame], key: str, exclusive: tuple[str, ...] = ()
+            ) -> dict[str, pd.DataFrame]:
     tables = dict(splits)
     tables[ALL] = pd.concat(splits.values(), ignore_index=True)
     tables[UNIQUE_PER_SPLIT] = pd.concat(
         [pd.DataFrame({key: part[key].dropna().unique()}) for part in splits.values()],
         ignore_index=True,
     )
+    for column in exclusive:  # one row per (split, distinct value): a value in two splits repeats
+        values = [part[column].dropna().astype(str) for part in splits.values() if column in part]
+        tables[f"{UNIQUE_PER_SPLIT}_{column}"] = pd.DataFrame(
+            {column: pd.concat([v[v != ""].drop_duplicates() for v in values] or [pd.Series(dtype=str)],
+                               ignore_index=True)})
     counts = splits["train"][LABEL].value_counts()
     tables[CLASSES] = pd.DataFrame({
         LABEL: counts.index.astype(str), "count": counts.to_numpy(),
@@ -189,7 +197,7 @@ def validate_splits(
     source = context.data_sources.add_pandas("fmpipe")
     task = task or get_task()
     report = ValidationReport(success=True)
-    tables = _tables(splits, task.key_column)
+    tables = _tables(splits, task.key_column, task.exclusive_columns)
     for table, expectations in build_suites(cfg, labels, task).items():
         batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"fmpipe_{table}"))
