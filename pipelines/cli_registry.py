@@ -445,7 +445,8 @@ def add_registry_commands(sub: Any) -> None:
     status.set_defaults(func=cmd_status)
 
     predict = parser("predict", "label texts (or image or audio files) with a registered model, as its ONNX "
-                     "artifact serves them (inputs first: fmpipe predict MODEL TEXT ... [--alias production]); "
+                     "artifact serves them (inputs first: fmpipe predict MODEL TEXT ... "
+                     "[--alias production]); "
                      "a recommender: fmpipe predict MODEL --user 42 --top 10")
     predict.add_argument("model", help="registered model name")
     which = predict.add_mutually_exclusive_group()

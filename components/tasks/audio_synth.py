@@ -126,8 +126,8 @@ def _speak(clip: Clip) -> np.ndarray:
         effects += ["reverb", str(clip.reverb)]
     # -R: sox's repeatable mode (fixed seeds for dither), so the same plan gives the same bytes.
     raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-r", str(RATE), "-c", "1", "-"]
-    converted = subprocess.run(["sox", "-R", "-t", "wav", "-", *raw, *effects], input=out, capture_output=True,
-                               check=True).stdout
+    converted = subprocess.run(["sox", "-R", "-t", "wav", "-", *raw, *effects], input=out,
+                               capture_output=True, check=True).stdout
     return np.frombuffer(converted, dtype=np.float32).copy()
 
 
