@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from components.core.errors import FmpipeError
 from components.tasks.audio_data import (
@@ -51,8 +52,6 @@ from components.tasks.base import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from components.core.config import AudioTaskConfig, Params
 
 PREPROCESSOR_FILE = "preprocessor.json"
@@ -199,6 +198,44 @@ class AudioTask(Task):
         measures unseen voices), else the clip's content."""
         speaker = frame[SPEAKER].fillna("").astype(str)
         return speaker.where(speaker != "", "clip:" + frame[SHA])
+
+    def split(self, frame: pd.DataFrame, cfg: Any, source: str, label_name: str = LABEL
+              ) -> dict[str, pd.DataFrame]:
+        """Whole speakers per split, where the manifest names them: the test measures voices never
+        heard in training. Voices are drawn per family (espeak, flite, real) when every family has
+        three voices or more, so each family is heard in each split; else from all voices at once.
+        Without speakers, clips are split as images are (stratified by label, grouped by content)."""
+        from components.core.errors import DataError
+        from components.core.splitting import split_by_key, stable_fraction
+
+        speakers = frame[SPEAKER].fillna("").astype(str) if SPEAKER in frame else None
+        if speakers is None or (speakers == "").any():
+            return split_by_key(frame, self.group_keys(frame) if len(frame) else frame[LABEL], cfg, source,
+                                label_name)
+        split_by_key(frame, frame[SHA], cfg, source, label_name)  # the label checks: 2+ classes, 3+ clips
+        if speakers.nunique() < 3:
+            raise DataError(source, SPEAKER, "min_speakers",
+                            f"{speakers.nunique()} speaker(s): each speaker stays in one split, so train, "
+                            "val and test need at least 3")
+        if cfg.sample_cap and len(frame) > cfg.sample_cap:  # a fixed sample, stable as the set grows
+            pick = frame[SHA].map(lambda sha: stable_fraction(sha, cfg.seed + 1))
+            frame = frame.loc[pick.sort_values(kind="stable").index[: cfg.sample_cap]]
+            speakers = speakers.loc[frame.index]
+        families = frame[FAMILY].fillna("").astype(str) if FAMILY in frame else pd.Series("", frame.index)
+        by_family = families.nunique() > 1 and speakers.groupby(families).nunique().min() >= 3
+        strata = families if by_family else pd.Series("", frame.index)
+        place: dict[str, str] = {}
+        for _, voices in speakers.groupby(strata):
+            ranked = sorted(set(voices), key=lambda voice: stable_fraction(voice, cfg.seed))
+            n_test = max(1, round(len(ranked) * cfg.test_fraction))
+            n_val = max(1, round(len(ranked) * cfg.val_fraction))
+            place.update(dict.fromkeys(ranked[:n_test], "test"))
+            place.update(dict.fromkeys(ranked[n_test: n_test + n_val], "val"))
+            place.update(dict.fromkeys(ranked[n_test + n_val:], "train"))
+        where = speakers.map(place)
+        rank = frame[SHA].map(lambda sha: stable_fraction(sha, cfg.seed))  # a fixed shuffle of the rows
+        return {name: frame[where == name].assign(_rank=rank).sort_values("_rank", kind="stable")
+                .drop(columns="_rank").reset_index(drop=True) for name in ("train", "val", "test")}
 
     def profile(self, train: pd.DataFrame, seed: int) -> dict[str, Any]:
         """Label counts and samples of per-clip duration and loudness."""

@@ -42,10 +42,11 @@ def test_the_golden_comparison_ignores_the_sdk_version_but_not_the_dag():
     assert comparable(golden.replace("finetune", "fine-tune")) != comparable(golden)
 
 
-@pytest.mark.parametrize("params_file", ["params.fashion-mnist.yaml", "params.movielens.yaml"])
+@pytest.mark.parametrize("params_file", ["params.fashion-mnist.yaml", "params.speech.yaml",
+                                         "params.movielens.yaml"])
 def test_the_dag_is_the_same_for_every_task(tmp_path: Path, params_file: str):
-    """The task is a plug-in chosen at run time: the image and recommender jobs compile to the very
-    same pipeline."""
+    """The task is a plug-in chosen at run time: the image, audio and recommender jobs compile to the
+    very same pipeline."""
     out = compile_pipeline(tmp_path / "p.yaml", load_params(REPO / params_file))
     assert out.read_text() == GOLDEN.read_text()  # byte for byte: same SDK, same run
 

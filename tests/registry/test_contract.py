@@ -36,6 +36,16 @@ def test_a_recommender_is_never_taken_for_a_classifier_of_the_same_labels(store,
         check_contract(store.client, model, recommender)
 
 
+def test_an_audio_classifier_is_never_taken_for_a_text_one_of_the_same_words(store, model):
+    words = text_classification(["yes", "no", "_unknown_"])  # a text model labelling the same words
+    keywords = contract_for("audio", ["no", "yes", "_unknown_"])
+    assert keywords.inputs == (("audio", "binary"),)
+    assert keywords.difference(words) == "task audio-classification vs text-classification"
+    add_version(store.client, model, contract=words)
+    with pytest.raises(ContractError, match="task audio-classification vs text-classification"):
+        check_contract(store.client, model, keywords)
+
+
 def test_register_refuses_a_version_of_another_contract(store, model):
     add_version(store.client, model, contract=SENTIMENT)
     assert registered_contract(model, store.client) == SENTIMENT
