@@ -79,7 +79,8 @@ def manifest(rows: str) -> Callable[[Path], Path]:
 
 def oddities(root: Path) -> Path:
     """Valid, if unusual: stereo FLAC at 44.1 kHz, 8-bit WAV at 8 kHz, an OGG of 1.5 s."""
-    for rel, content in (("yes/stereo.flac", wav(np.stack([voice(1, 44_100)] * 2, axis=1), 44_100, fmt="FLAC")),
+    stereo = np.stack([voice(1, 44_100)] * 2, axis=1)
+    for rel, content in (("yes/stereo.flac", wav(stereo, 44_100, fmt="FLAC")),
                          ("no/eight_bit.wav", wav(voice(1, 8_000), 8_000, "PCM_U8")),
                          ("yes/long.ogg", wav(voice(1.5), 16_000, "VORBIS", "OGG"))):
         add(rel, content, rel.split("/")[0])(root)
@@ -122,7 +123,8 @@ def project(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize(("case", "change", "step", "named", "column", "rule"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("case", "change", "step", "named", "column", "rule"), CASES,
+                         ids=[c[0] for c in CASES])
 def test_bad_clip_sets_stop_with_one_clear_line(project, spoken, tmp_path, capsys, case, change, step, named,
                                                 column, rule):
     clips = shutil.copytree(spoken, tmp_path / "clips")

@@ -57,8 +57,8 @@ def test_the_audio_task_runs_the_same_dag_to_staging(project, good_run):
     (version,) = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
     assert current_alias_version(MODEL, "staging") == str(version.version)
     contract = json.loads(version.tags["fmpipe.contract"])
-    assert contract == {"task": "audio-classification", "labels": ["_silence_", "_unknown_", "no", "up", "yes"],
-                        "inputs": [["audio", "binary"]]}
+    labels = ["_silence_", "_unknown_", "no", "up", "yes"]
+    assert contract == {"task": "audio-classification", "labels": labels, "inputs": [["audio", "binary"]]}
     assert (project / "data" / "keywords.dvc").exists()  # the clips are versioned by DVC
     assert mlflow.get_run(version.run_id).data.metrics["pretrain_contrastive_loss"] > 0
 

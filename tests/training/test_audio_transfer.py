@@ -45,7 +45,7 @@ def test_pretraining_is_measured_repeatable_and_is_finetunes_starting_point(clip
     assert 0.0 <= first.heldout_accuracy <= 1.0
     second = pretrain(clips, tmp_path / "b")
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the same seed, the same model
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # same seed, same model
     assert second.heldout_contrastive == pytest.approx(first.heldout_contrastive)
 
     processor, model = AudioTask().load_pretrained(str(tmp_path / "a"), ["no", "up", "yes"])

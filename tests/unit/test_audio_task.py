@@ -153,7 +153,8 @@ def test_every_voice_family_is_heard_in_every_split():
     from components.core.config import IngestConfig
 
     rows = [{SPEAKER: f"{family}:{v}", "family": family, LABEL: word, "sha256": f"{family}{v}{word}"}
-            for family, voices in (("espeak", 40), ("flite", 6)) for v in range(voices) for word in ("yes", "no")]
+            for family, voices in (("espeak", 40), ("flite", 6)) for v in range(voices)
+            for word in ("yes", "no")]
     splits = AudioTask().split(pd.DataFrame(rows), IngestConfig(), "clips")
     for part in splits.values():
         assert set(part["family"]) == {"espeak", "flite"} and set(part[LABEL]) == {"yes", "no"}
