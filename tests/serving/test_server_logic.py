@@ -37,6 +37,21 @@ def test_bad_requests_name_what_is_wrong(body, status, message):
     assert caught.value.status == status and message in str(caught.value)
 
 
+def test_audio_inputs_are_decoded_before_they_reach_a_batch():
+    import numpy as np
+    import soundfile as sf
+
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(1600), 16_000, format="WAV")
+    good = base64.b64encode(wav.getvalue()).decode()
+    assert parse_inputs(json.dumps({"inputs": [good]}).encode(), "audio", ServeConfig()) == [wav.getvalue()]
+    with pytest.raises(BadRequest, match=r"input 0 is not audio this model can read \(Format not recognised"):
+        parse_inputs(json.dumps({"inputs": [base64.b64encode(b"RIFF but not").decode()]}).encode(), "audio",
+                     ServeConfig())
+    with pytest.raises(BadRequest, match="input 0 is int, not a base64-encoded audio file"):
+        parse_inputs(json.dumps({"inputs": [3]}).encode(), "audio", ServeConfig())
+
+
 def test_image_inputs_are_decoded_before_they_reach_a_batch():
     from PIL import Image
 

@@ -1,0 +1,108 @@
+"""Transfer learning for speech: what wav2vec 2.0 pretraining on unlabelled audio is worth when
+fine-tuning keyword spotting, at small label budgets, against the same network from scratch.
+
+The main job's data and settings (params.speech.yaml): the generated keyword set (espeak-ng and
+flite voices, whole voices held out for test), split as the pipeline splits it. Pretraining runs
+once, as the pretrain step does (the training clips without labels plus real ktuberling / klettres
+recordings), unless --pretrained names a checkpoint it made. Then, per budget (labelled training
+clips per class, drawn stratified and seeded), finetune() runs from the pretrained checkpoint and
+from scratch with the same steps, seed and settings, and MFCC statistics + logistic regression
+(the evaluate step's baseline) is fit on the same clips. The figure is test accuracy on unseen
+voices. Ends with one JSON line: {"budgets": {n: {"scratch": acc, "pretrained": acc, "mfcc": acc}},
+"ratio": pretrained / scratch accuracy at the smallest budget, ...}.
+
+    PYTHONPATH=. python bench/bench_speech_transfer.py [--budgets 10,30,all] [--pretrained DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="10,30,all", help="labelled training clips per class")
+    parser.add_argument("--pretrained", default="", help="a checkpoint the pretrain step made "
+                        "(skips pretraining)")
+    parser.add_argument("--min-steps", type=int, default=300, help="optimizer steps of a run at least")
+    parser.add_argument("--set", action="append", default=[], help="params overrides (section.key=value)")
+    args = parser.parse_args()
+
+    from components.core.config import load_params
+    from components.tasks import get_task
+
+    start = time.perf_counter()
+    params = load_params(REPO / "params.speech.yaml", args.set)
+    task = get_task(params)
+    frame, _ = task.read(task.resolve_source(params.data.source))
+    cleaned, _ = task.clean(frame)
+    splits = task.split(cleaned, params.ingest, params.data.source)
+    work = Path(tempfile.mkdtemp(prefix="bench_speech_"))
+    pretrained = args.pretrained
+    pretrain_figures = {}
+    if not pretrained:
+        result = task.pretrain(splits, params, work / "pretrained")
+        pretrained = str(work / "pretrained")
+        pretrain_figures = {"heldout_contrastive_before": round(result.heldout_contrastive_before, 3),
+                            "heldout_contrastive": round(result.heldout_contrastive, 3),
+                            "pretrain_seconds": round(result.train_seconds, 1)}
+        print(f"pretrained in {result.train_seconds:.0f}s: held-out contrastive loss "
+              f"{result.heldout_contrastive_before:.3f} -> {result.heldout_contrastive:.3f}", flush=True)
+    train, test = splits["train"], splits["test"]
+    figures: dict[str, dict[str, float]] = {}
+    for budget in args.budgets.split(","):
+        rows = pick(train, budget, params.finetune.seed)
+        figures[budget] = {"clips": len(rows)}
+        for name, base in (("scratch", params.finetune.base_model), ("pretrained", pretrained)):
+            figures[budget][name] = finetune_and_score(task, params, rows, splits["val"], test, base, work,
+                                                       args.min_steps)
+        mfcc = task.baselines(rows[task.input_column].tolist(), rows["label"].tolist(),
+                              test[task.input_column].tolist(), seed=params.finetune.seed)["mfcc_logreg"]
+        figures[budget]["mfcc"] = round(float(np.mean(np.array(mfcc) == test["label"].to_numpy())), 4)
+        print(f"budget {budget:>4} per class ({len(rows)} clips): scratch {figures[budget]['scratch']:.3f}, "
+              f"pretrained {figures[budget]['pretrained']:.3f}, MFCC + logistic regression "
+              f"{figures[budget]['mfcc']:.3f}", flush=True)
+    smallest = args.budgets.split(",")[0]
+    ratio = figures[smallest]["pretrained"] / max(figures[smallest]["scratch"], 1e-9)
+    print(json.dumps({"budgets": figures, **pretrain_figures, "test_clips": len(test),
+                      "ratio": round(ratio, 3), "seconds": round(time.perf_counter() - start, 1)}))
+
+
+def pick(train, budget: str, seed: int):  # noqa: ANN001, ANN201 - pandas frames
+    """`budget` training clips of each class (all: every clip), drawn with a fixed seed."""
+    if budget == "all":
+        return train
+    return train.groupby("label", group_keys=False).apply(
+        lambda rows: rows.sample(min(len(rows), int(budget)), random_state=seed))
+
+
+def finetune_and_score(task, params, rows, val, test, base: str, work: Path, min_steps: int) -> float:  # noqa: ANN001
+    """Test accuracy of finetune() from `base` on these rows (at least min_steps optimizer steps)."""
+    from components.training.classifier import finetune
+
+    labels = sorted(params.validate_data.labels or test["label"].unique())
+    per_epoch = -(-len(rows) // params.finetune.batch_size)
+    epochs = max(params.finetune.epochs, -(-min_steps // per_epoch))
+    cfg = params.finetune.model_copy(update={"base_model": base, "epochs": epochs,
+                                             "checkpoint_every_steps": 0})
+    out = work / f"model-{len(rows)}-{Path(base).name}"
+    column = task.input_column
+    finetune(rows[column].tolist(), rows["label"].tolist(), val[column].tolist(), val["label"].tolist(),
+             labels, cfg, out, task=task)
+    processor, model, names = task.load_finetuned(out)
+    predicted = task.predict_logits(model, processor, test[column].tolist()).argmax(axis=1)
+    return round(float(np.mean(np.array(names)[predicted] == test["label"].to_numpy())), 4)
+
+
+if __name__ == "__main__":
+    main()
