@@ -60,7 +60,8 @@ def test_the_audio_task_runs_the_same_dag_to_staging(project, good_run):
     labels = ["_silence_", "_unknown_", "no", "up", "yes"]
     assert contract == {"task": "audio-classification", "labels": labels, "inputs": [["audio", "binary"]]}
     assert (project / "data" / "keywords.dvc").exists()  # the clips are versioned by DVC
-    assert mlflow.get_run(version.run_id).data.metrics["pretrain_contrastive_loss"] > 0
+    runs = mlflow.search_runs(experiment_names=["fmpipe"])  # the pipeline run holds the pretrain figures
+    assert (runs["metrics.pretrain_contrastive_loss"].dropna() > 0).any()
 
 
 def test_the_staged_model_labels_audio_files_without_torch(project, good_run):
