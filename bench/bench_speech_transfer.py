@@ -89,8 +89,9 @@ def pick(train, budget: str, seed: int):  # noqa: ANN001, ANN201 - pandas frames
     """`budget` training clips of each class (all: every clip), drawn with a fixed seed."""
     if budget == "all":
         return train
-    return train.groupby("label", group_keys=False).apply(
-        lambda rows: rows.sample(min(len(rows), int(budget)), random_state=seed))
+    rng = np.random.default_rng(seed)
+    keep = [i for _, rows in train.groupby("label") for i in rng.permutation(rows.index)[: int(budget)]]
+    return train.loc[sorted(keep)]
 
 
 def finetune_and_score(task, params, rows, val, test, base: str, work: Path,  # noqa: ANN001
