@@ -50,5 +50,5 @@ def test_pretrain_on_a_source_set_then_finetune_starts_from_it_with_a_new_head(t
 def test_image_pretraining_needs_a_source_and_text_has_none():
     with pytest.raises(ConfigError, match="pretrain.source"):
         load_params(REPO / "params.yaml", [*TINY, "pretrain.enabled=true"])
-    with pytest.raises(ConfigError, match="pretrain.source is for the image task"):
+    with pytest.raises(ConfigError, match="pretrain.source is for the image and audio tasks"):
         load_params(REPO / "params.yaml", ["pretrain.source=fashion-mnist"])

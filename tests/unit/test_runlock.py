@@ -130,6 +130,11 @@ def test_processes_a_killed_run_left_are_stopped_before_the_next_run_starts(tmp_
     stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                              env={**os.environ, "FMPIPE_RUN_PID": "4194301"})
     try:
+        # Until the child has exec'd, /proc shows the parent's environment: wait for its own (a
+        # loaded machine can take a moment; the test once failed in CI on this race).
+        environ, deadline = Path(f"/proc/{stray.pid}/environ"), time.monotonic() + 30
+        while b"FMPIPE_RUN_PID=4194301" not in environ.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         record = {"run_id": "gone", "pid": 4194301, "host": socket.gethostname()}
         assert stop_leftover_processes(record, grace_s=0.5) == 1
         assert stray.wait(timeout=10) == -signal.SIGTERM
