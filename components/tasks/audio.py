@@ -47,6 +47,7 @@ from components.tasks.base import (
     Task,
     export_checked,
     label_counts,
+    logits_only,
     majority_baseline,
     population_stability_index,
 )
@@ -472,7 +473,8 @@ class AudioTask(Task):
         processor, model, _ = self.load_finetuned(model_dir)
         example = torch.randn((2, processor.max_samples), generator=torch.Generator().manual_seed(0))
         dynamic = {"input_values": {0: "batch", 1: "samples"}}
-        return export_checked(_LogitsOnly(model), (example,), ["input_values"], dynamic, path, opset)
+        return export_checked(logits_only(model, "input_values"), (example,), ["input_values"], dynamic, path,
+                              opset)
 
     def timing_feeds(self, model_dir: Path, batch: int) -> dict[str, np.ndarray]:
         processor = AudioProcessor.load(model_dir)
@@ -506,23 +508,6 @@ class AudioTask(Task):
         for name, (samples, rate, subtype) in clips.items():
             sf.write(folder / name, samples, rate, subtype=subtype)
         return [str(folder / name) for name in clips]
-
-
-class _LogitsOnly:
-    """The model as a plain module returning the logits tensor (what the ONNX graph outputs)."""
-
-    def __new__(cls, model: Any) -> Any:
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_values: Any) -> Any:
-                return self.model(input_values=input_values).logits
-
-        return Wrapper().eval()
 
 
 def unlabelled_files(source: str, limit: int = 0) -> list[Path]:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.errors import DataError
-from components.tasks.base import LABEL, CleanReport
+from components.tasks.base import LABEL, CleanReport, clean_by_content
 
 AUDIO, PATH, SHA, SPEAKER, FAMILY = "audio", "path", "sha256", "speaker", "family"
 DECODE_ERROR, SAMPLE_RATE, CHANNELS, DURATION = "decode_error", "sample_rate", "channels", "duration_s"
@@ -188,11 +188,4 @@ def _from_manifest(manifest: Path) -> pd.DataFrame:
 def clean_clips(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
     """Drop repeated clips (same content, same label) and clips given two labels, counted.
     Unreadable clips stay: validation names them."""
-    report = CleanReport(rows_in=len(frame))
-    df = frame.copy()
-    df = report.drop(df, df[LABEL].isna() | (df[LABEL].astype(str).str.strip() == ""), "missing_label")
-    repeated = df.duplicated([SHA, LABEL], keep="first") & (df[DECODE_ERROR] == "")
-    df = report.drop(df, repeated, "exact_duplicate")
-    df = report.drop(df, df.groupby(SHA)[LABEL].transform("nunique") > 1, "conflicting_labels")
-    report.rows_out = len(df)
-    return df.reset_index(drop=True), report
+    return clean_by_content(frame, SHA, DECODE_ERROR)

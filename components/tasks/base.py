@@ -256,6 +256,37 @@ def majority_baseline(train_labels: list[str], rows: int) -> list[str]:
     return [str(values[counts.argmax()])] * rows
 
 
+def logits_only(model: Any, input_name: str) -> Any:
+    """The model as a plain module taking one input tensor and returning the logits tensor (what an
+    exported classifier graph outputs)."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, inputs: Any) -> Any:
+            return self.model(**{input_name: inputs}).logits
+
+    return LogitsOnly().eval()
+
+
+def clean_by_content(frame: pd.DataFrame, content_key: str, decode_error: str
+                     ) -> tuple[pd.DataFrame, CleanReport]:
+    """The cleaning rules of file-based tasks (images, audio), counted: drop rows without a label,
+    repeated files (same content, same label) and files given two labels. Files that do not decode
+    stay: validation names them."""
+    report = CleanReport(rows_in=len(frame))
+    df = frame.copy()
+    df = report.drop(df, df[LABEL].isna() | (df[LABEL].astype(str).str.strip() == ""), "missing_label")
+    repeated = df.duplicated([content_key, LABEL], keep="first") & (df[decode_error] == "")
+    df = report.drop(df, repeated, "exact_duplicate")
+    df = report.drop(df, df.groupby(content_key)[LABEL].transform("nunique") > 1, "conflicting_labels")
+    report.rows_out = len(df)
+    return df.reset_index(drop=True), report
+
+
 def export_checked(model: Any, example: tuple[Any, ...], names: list[str], dynamic: dict[str, dict[int, str]],
                    path: Path, opset: int) -> Path:
     """torch.onnx.export (the TorchScript exporter: fast, exact) of `model` with these inputs and

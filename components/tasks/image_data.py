@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.errors import DataError
-from components.tasks.base import LABEL, CleanReport
+from components.tasks.base import LABEL, CleanReport, clean_by_content
 
 IMAGE, PATH, SHA = "image", "path", "sha256"
 WIDTH, HEIGHT, MODE, DECODE_ERROR, BRIGHTNESS = "width", "height", "mode", "decode_error", "brightness"
@@ -270,12 +270,4 @@ def _from_idx(folder: Path, label_names: tuple[str, ...]) -> list[tuple[str, str
 def clean_images(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleanReport]:
     """Drop repeated images (same content, same label) and images given two labels, counted.
     Unreadable images stay: validation names them."""
-    report = CleanReport(rows_in=len(frame))
-    df = frame.copy()
-
-    df = report.drop(df, df[LABEL].isna() | (df[LABEL].astype(str).str.strip() == ""), "missing_label")
-    repeated = df.duplicated([SHA, LABEL], keep="first") & (df[DECODE_ERROR] == "")
-    df = report.drop(df, repeated, "exact_duplicate")
-    df = report.drop(df, df.groupby(SHA)[LABEL].transform("nunique") > 1, "conflicting_labels")
-    report.rows_out = len(df)
-    return df.reset_index(drop=True), report
+    return clean_by_content(frame, SHA, DECODE_ERROR)
