@@ -18,6 +18,7 @@ Hooks, by the step that calls them:
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,10 @@ class Task(ABC):
     def freeze_for_speed(self, model: Any) -> None:
         """What finetune.freeze_embeddings freezes (nothing by default)."""
         return None
+
+    def training_shortcuts(self, model: Any) -> contextlib.AbstractContextManager:
+        """Exact shortcuts for the training loop (same logits and gradients, less work); none by default."""
+        return contextlib.nullcontext()
 
     # -- evaluate --------------------------------------------------------------------------------
     @abstractmethod

@@ -6,6 +6,7 @@ Its data code is in text_data.py (reading, cleaning); this module holds the mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -252,6 +253,11 @@ class TextTask(Task):
         max_length = trained_max_length(model_dir, self._params.finetune.max_length)
         return TextProcessor(tokenizer, max_length), model, load_labels(model_dir)
 
+    def training_shortcuts(self, model: Any) -> contextlib.AbstractContextManager:
+        from components.tasks.text_shortcuts import first_token_last_layer
+
+        return first_token_last_layer(model)
+
     def freeze_for_speed(self, model: Any) -> None:
         # The word embeddings are most of a small model's parameters; frozen, they cost no
         # gradient, clipping or optimizer work.
@@ -297,13 +303,14 @@ class TextTask(Task):
         import torch
 
         from components.core.device import autocast_context, pick_device
+        from components.tasks.text_shortcuts import first_token_last_layer
 
         device = pick_device()
         model.eval().to(device)
         ids = self.encode(processor, inputs)
         order = np.argsort([len(row) for row in ids], kind="stable")
         out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
-        with torch.inference_mode(), autocast_context(device, bf16):
+        with torch.inference_mode(), autocast_context(device, bf16), first_token_last_layer(model):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = {k: v.to(device) for k, v in self.collate(processor, ids, idx).items()}

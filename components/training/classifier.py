@@ -179,8 +179,9 @@ def finetune(
         checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="finetune",
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    loop = train_loop(model, batches_of_epoch, collate, compute_loss, settings, device=device,
-                      evaluate=evaluate, score_key=SCORE, checkpoints=store, log=log)
+    with task.training_shortcuts(model):
+        loop = train_loop(model, batches_of_epoch, collate, compute_loss, settings, device=device,
+                          evaluate=evaluate, score_key=SCORE, checkpoints=store, log=log)
 
     if dist.is_main:
         if cfg.method == "lora":
