@@ -20,6 +20,7 @@ apply_defaults(REPO)
 TINY_OVERRIDES = [
     "finetune.base_model=tiny-random-bert",
     "finetune.max_length=32",
+    "finetune.freeze_layers=0",  # a random-init model has no pretrained layers worth keeping
     "finetune.log_every_steps=5",
     "validate_data.min_rows=100",
     "evaluate.require_beat_baselines=false",

@@ -8,6 +8,9 @@ Variants (an ONNX file and the runtime that runs it):
 - `int8`: dynamic int8 quantization of the optimized graph.
 - `openvino_bf16`: the plain fp32 graph run by OpenVINO in bf16 on CPUs with AMX / AVX512-BF16
   (built only where both exist).
+- `openvino_int8`: the plain fp32 graph quantized to int8 by NNCF's post-training quantization,
+  calibrated on training inputs, run by OpenVINO on CPUs with int8 dot-product units (AMX-INT8,
+  VNNI; built only where they and OpenVINO exist).
 The fp32-precision graph a variant comes from must match PyTorch's logits (parity); a
 reduced-precision variant (int8, bf16) ships only if its macro-F1 on the test split is within a
 set loss of PyTorch's. The first variant in `ship_preference` that passes is shipped.
@@ -20,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +37,17 @@ from components.serving.serving import (
     MODEL_FILE,
     ONNXRUNTIME_CPU,
     OPENVINO_BF16,
+    OPENVINO_INT8,
     SERVING_FILE,
     Session,
     encode_canaries,
     open_classifier,
     openvino_bf16_available,
+    openvino_int8_available,
 )
 from components.tasks.base import Task
 
-REDUCED_PRECISION = ("int8", "openvino_bf16")
+REDUCED_PRECISION = ("int8", "openvino_bf16", "openvino_int8")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,24 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     # The fused operators come from another domain; tell the quantizer their outputs are float.
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return dst
+
+
+def quantize_static_int8(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]],
+                         transformer: bool = True) -> Path:
+    """Post-training int8 quantization with NNCF: activation ranges from the calibration feeds,
+    written as an ONNX graph with QuantizeLinear / DequantizeLinear pairs (OpenVINO runs them as
+    int8 kernels; onnxruntime can run the same file)."""
+    import logging
+
+    import nncf
+    import onnx
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # its progress bars would flood the step log
+    model_type = nncf.ModelType.TRANSFORMER if transformer else None
+    quantized = nncf.quantize(onnx.load(str(src)), nncf.Dataset(calibration), model_type=model_type,
+                              subset_size=len(calibration))
+    onnx.save(quantized, str(dst))
     return dst
 
 
@@ -167,9 +191,11 @@ def _time_variants(variants: dict[str, Variant], model_dir: Path, task: Task, th
     return out
 
 
-def build_variants(model_dir: Path, work: Path, cfg: ExportConfig, task: Task
+def build_variants(model_dir: Path, work: Path, cfg: ExportConfig, task: Task,
+                   calibration: Callable[[Path], list[dict[str, np.ndarray]]] | None = None,
                    ) -> tuple[dict[str, Variant], dict[str, int]]:
-    """Export fp32, then (per params, the task and this machine) the other variants."""
+    """Export fp32, then (per params, the task and this machine) the other variants.
+    calibration(fp32 graph): feeds of training inputs, for the int8 variant's activation ranges."""
     fp32 = task.export_onnx(model_dir, work / "fp32.onnx", cfg.opset)
     variants = {"fp32": Variant(fp32)}
     fused: dict[str, int] = {}
@@ -182,23 +208,35 @@ def build_variants(model_dir: Path, work: Path, cfg: ExportConfig, task: Task
         variants["int8"] = Variant(quantize_int8(variants[base].path, work / "int8.onnx"), source=base)
     if cfg.openvino_bf16 and openvino_bf16_available():
         variants["openvino_bf16"] = Variant(fp32, runtime="openvino_bf16", source="fp32")
+    if cfg.openvino_int8 and calibration and openvino_int8_available():
+        feeds = calibration(fp32)
+        note(f"export_onnx: int8 calibration on {len(feeds)} training inputs (NNCF)")
+        path = quantize_static_int8(fp32, work / "openvino_int8.onnx", feeds, task.transformer_graph)
+        variants["openvino_int8"] = Variant(path, runtime="openvino_int8", source="fp32")
     return variants, fused
 
 
 def export_and_check(
     model_dir: Path, out_dir: Path, work: Path, test_inputs: list, test_labels: list[str],
     cfg: ExportConfig, task: Task, champion_floor: float | None = None,
+    calibration_inputs: list | None = None,
 ) -> ExportResult:
     """Build the variants, check parity and the reduced-precision gate, ship the chosen one as
     out_dir/model.onnx (with its runtime in serving.json). champion_floor: the macro-F1 on these
     test inputs that evaluate's champion rule asked of the model; a reduced-precision variant
-    below it does not ship, so the shipped artifact beats the champion as the model did."""
+    below it does not ship, so the shipped artifact beats the champion as the model did.
+    calibration_inputs: training inputs (texts, files) the int8 variant is calibrated on."""
     inputs, truth = test_inputs, test_labels
     if cfg.parity_max_rows and cfg.parity_max_rows < len(inputs):
         inputs, truth = inputs[: cfg.parity_max_rows], truth[: cfg.parity_max_rows]
         champion_floor = None  # F1 on part of the split is not comparable with the champion's
-    variants, fused = build_variants(model_dir, work, cfg, task)
     task.write_serving(model_dir, out_dir, "pending", "onnxruntime")
+
+    def calibration(graph: Path) -> list[dict[str, np.ndarray]]:
+        reader = open_classifier(out_dir, model_file=graph, runtime="onnxruntime")
+        return [reader.feeds([item]) for item in calibration_inputs or []]
+
+    variants, fused = build_variants(model_dir, work, cfg, task, calibration if calibration_inputs else None)
 
     processor, model, labels = task.load_finetuned(model_dir)
     reference = task.predict_logits(model, processor, inputs, bf16=False)
@@ -253,7 +291,8 @@ def serving_smoke_check(onnx_dir: Path, canaries: list) -> dict:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     config = json.loads((onnx_dir / SERVING_FILE).read_text())
     labels = config["labels"]
-    wanted = OPENVINO_BF16 if config.get("runtime") == "openvino_bf16" else ONNXRUNTIME_CPU
+    wanted = {"openvino_bf16": OPENVINO_BF16, "openvino_int8": OPENVINO_INT8}.get(config.get("runtime"),
+                                                                                  ONNXRUNTIME_CPU)
     out["passed"] = (
         out["shape"] == [len(canaries), len(labels)]
         and out["backend"] == wanted

@@ -24,16 +24,21 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
     cfg, task = params.export_onnx, get_task(params)
     if task.ranking:
         return run_ranking(task, data_dir, model_dir, onnx_dir, params, ctx)
-    test = read_splits(data_dir)["test"]
+    splits = read_splits(data_dir)
+    test, train = splits["test"], splits["train"]
+    # int8 calibration: a seeded sample of training inputs (never the test split it is gated on)
+    calibration = train.sample(min(cfg.calibration_rows, len(train)), random_state=0)[task.input_column]
     floor = None
     if evaluation_dir is not None and (Path(evaluation_dir) / EVALUATION_FILE).exists():
         floor = champion_floor(json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text()))
     with step_run(ctx, "export_onnx") as track, tempfile.TemporaryDirectory() as work:
         result = export_and_check(model_dir, onnx_dir, Path(work), test[task.input_column].tolist(),
-                                  test[LABEL].tolist(), cfg, task, champion_floor=floor)
+                                  test[LABEL].tolist(), cfg, task, champion_floor=floor,
+                                  calibration_inputs=calibration.tolist())
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
         track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
-                      "openvino_bf16": cfg.openvino_bf16, "max_quantized_f1_loss": cfg.max_quantized_f1_loss,
+                      "openvino_bf16": cfg.openvino_bf16, "openvino_int8": cfg.openvino_int8,
+                      "calibration_rows": cfg.calibration_rows, "max_quantized_f1_loss": cfg.max_quantized_f1_loss,
                       "ship_preference": ",".join(cfg.ship_preference)})
         figures = {"parity_max_abs_logit_diff": result.parity.max_abs_logit_diff,
                    "parity_argmax_agreement": result.parity.argmax_agreement,

@@ -61,7 +61,7 @@ def _pip_requirements(onnx_dir: Path) -> list[str]:
     preprocessor = {"image": ["pillow"], "audio": ["soundfile", "scipy"], "recsys": []}.get(
         config.get("task"), ["tokenizers"])
     packages = ["onnxruntime", *preprocessor, "numpy", "pandas"]
-    if config.get("runtime") == "openvino_bf16":
+    if str(config.get("runtime", "")).startswith("openvino"):
         packages.append("openvino")  # the fast path; without it serving falls back to onnxruntime
     return [f"{pkg}=={version(pkg)}" for pkg in packages]
 

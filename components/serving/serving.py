@@ -10,6 +10,9 @@ smoke check loads it in a fresh process to prove the artifact stands on its own.
 - `openvino_bf16`: the same ONNX file run by OpenVINO computing in bf16 on the CPU's AMX /
   AVX512-BF16 units. Where OpenVINO is not installed, or the CPU has no bf16, the fp32 graph
   runs on onnxruntime instead: slower, never a different model.
+- `openvino_int8`: an ONNX file quantized to int8 (QuantizeLinear / DequantizeLinear pairs, by
+  NNCF) run by OpenVINO with int8 matrix products on the CPU's AMX-INT8 or VNNI units. Where
+  OpenVINO or those units are missing, onnxruntime runs the same quantized graph (slower).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ SERVING_FILE = "serving.json"  # {"task": ..., "labels": [...], "runtime": one o
 CANARIES_FILE = "canaries.json"
 SEEN_FILE = "seen.npz"  # a recommender's: each known user's items, never recommended to them again
 DEFAULT_TEXT_CANARIES = ("what a lovely day", "the battery died after an hour", "ok")
-RUNTIMES = ("onnxruntime", "openvino_bf16")
+RUNTIMES = ("onnxruntime", "openvino_bf16", "openvino_int8")
 OPENVINO_BF16 = "openvino CPU bf16"  # what Session.backend says when the bf16 path really runs
+OPENVINO_INT8 = "openvino CPU int8"  # ... and when OpenVINO's matrix products really run in int8
+# CPU flags (Linux /proc/cpuinfo) of hardware int8 dot products: AMX tiles, AVX512 / AVX VNNI.
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 ONNXRUNTIME_CPU = "onnxruntime CPUExecutionProvider"  # ... and on onnxruntime's CPU provider
 
 
@@ -44,6 +50,40 @@ def openvino_bf16_available() -> bool:
         return False
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux); empty where they cannot be read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.cache
+def openvino_int8_available() -> bool:
+    """Whether the `openvino_int8` runtime would run int8 matrix products in hardware here."""
+    if not cpu_flags() & set(INT8_DOT_FLAGS):
+        return False
+    try:
+        import openvino as ov
+
+        return "INT8" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:
+        return False
+
+
+def _int8_products(compiled: object) -> int:
+    """How many matrix products / convolutions OpenVINO compiled to run in int8."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind, precision = (str(info[k].astype(str)) for k in ("layerType", "runtimePrecision"))
+        count += kind in ("FullyConnected", "MatMul", "Convolution") and precision in ("i8", "u8")
+    return count
+
+
 class Session:
     """One ONNX file on one runtime: `run(feeds)` gives the first output (the logits)."""
 
@@ -51,7 +91,10 @@ class Session:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
         if runtime == "openvino_bf16" and openvino_bf16_available():
-            self._open_openvino(model_file, threads)
+            self._open_openvino(model_file, threads, "bf16")
+        elif runtime == "openvino_int8" and openvino_int8_available():
+            # The operators left in floating point run in bf16 where the CPU has it.
+            self._open_openvino(model_file, threads, "bf16" if openvino_bf16_available() else "f32")
         else:
             self._open_onnxruntime(model_file, threads)
 
@@ -67,17 +110,19 @@ class Session:
         self.backend = f"onnxruntime {session.get_providers()[0]}"
         self._run = lambda feeds: session.run(None, feeds)[0]
 
-    def _open_openvino(self, model_file: str | Path, threads: int) -> None:
+    def _open_openvino(self, model_file: str | Path, threads: int, precision: str) -> None:
         import openvino as ov
 
         # LATENCY: one request at a time gets every core (how this wrapper serves).
-        config: dict = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
+        config: dict = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = ov.Core().compile_model(str(model_file), "CPU", config)
         output = compiled.output(0)
         self.input_names = [i.get_any_name() for i in compiled.inputs]
         self.backend = f"openvino CPU {compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}"
+        if _int8_products(compiled):
+            self.backend = OPENVINO_INT8
         # A request per call: one request is not safe to share between threads (a scoring server
         # calls from several), and a new one costs ~0.03 ms here.
         self._run = lambda feeds: compiled.create_infer_request().infer(feeds)[output]
@@ -107,10 +152,16 @@ class OnnxClassifier:
         self.labels: list[str] = self.config["labels"]
         self.runtime: str = runtime or self.config.get("runtime", "onnxruntime")
         self.session = Session(model_file or model_dir / MODEL_FILE, self.runtime, intra_op_threads)
-        if self.runtime == "openvino_bf16" and self.session.backend != OPENVINO_BF16:
-            print(f"serving: OpenVINO with bf16 is not available here; running the fp32 graph on "
+        wanted = {"openvino_bf16": OPENVINO_BF16, "openvino_int8": OPENVINO_INT8}.get(self.runtime)
+        if wanted and self.session.backend != wanted:
+            graph, path = ("fp32", "bf16") if self.runtime == "openvino_bf16" else ("int8", "int8 units")
+            print(f"serving: OpenVINO with {path} is not available here; running the {graph} graph on "
                   f"{self.session.backend} (same model, slower)", file=sys.stderr)
         self.input_names = self.session.input_names
+
+    def feeds(self, inputs: list) -> dict[str, np.ndarray]:
+        """The graph's inputs for a batch of raw inputs (what calibration and timing feed it)."""
+        raise NotImplementedError
 
     def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
         raise NotImplementedError
@@ -132,7 +183,7 @@ class OnnxTextClassifier(OnnxClassifier):
         self.tokenizer.no_padding()
         self.pad_id = int(self.config.get("pad_token_id", 0))
 
-    def _batch(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
         encoded = self.tokenizer.encode_batch(list(texts))
         width = max(len(e.ids) for e in encoded)
         ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
@@ -150,12 +201,19 @@ class OnnxTextClassifier(OnnxClassifier):
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self.session.run(self._batch([texts[i] for i in idx]))
+            out[idx] = self.session.run(self.feeds([texts[i] for i in idx]))
         return out
 
 
 class OnnxFileClassifier(OnnxClassifier):
     """A classifier whose inputs are files (encoded bytes or paths): images, audio clips."""
+
+    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            out[start : start + len(chunk)] = self.session.run(self.feeds(chunk))
+        return out
 
 
 class OnnxImageClassifier(OnnxFileClassifier):
@@ -176,12 +234,8 @@ class OnnxImageClassifier(OnnxFileClassifier):
         pixels = image_array(item, self.size, self.channels, self.resample).astype(np.float32)
         return (pixels / 255.0 - self.mean) / self.std
 
-    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
-        out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(inputs), batch_size):
-            batch = np.stack([self.pixels(item) for item in inputs[start : start + batch_size]])
-            out[start : start + len(batch)] = self.session.run({self.input_names[0]: batch})
-        return out
+    def feeds(self, inputs: list) -> dict[str, np.ndarray]:
+        return {self.input_names[0]: np.stack([self.pixels(item) for item in inputs])}
 
 
 def image_array(item: object, size: int, channels: int, resample: str = "bilinear") -> np.ndarray:
@@ -214,13 +268,8 @@ class OnnxAudioClassifier(OnnxFileClassifier):
         self.rate: int = int(self.config["sampling_rate"])
         self.samples: int = int(self.config["max_samples"])
 
-    def logits(self, inputs: list, batch_size: int = 64) -> np.ndarray:
-        out = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start: start + batch_size]
-            batch = np.stack([audio_input(item, self.rate, self.samples) for item in chunk])
-            out[start: start + len(batch)] = self.session.run({self.input_names[0]: batch})
-        return out
+    def feeds(self, inputs: list) -> dict[str, np.ndarray]:
+        return {self.input_names[0]: np.stack([audio_input(item, self.rate, self.samples) for item in inputs])}
 
 
 def decode_audio(item: object) -> tuple[np.ndarray, int]:

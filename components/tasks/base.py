@@ -81,6 +81,7 @@ class Task(ABC):
     builtin_sources: dict[str, Any] = {}   # data-set names that resolve without a path
     exclusive_columns: tuple[str, ...] = ()  # a value of these (e.g. a speaker) never in two splits
     unlabelled_pretraining: bool = False   # the pretrain step calls `pretrain` (self-supervised)
+    transformer_graph: bool = True         # int8 quantization (NNCF) treats the graph as a transformer's
     rule_names: dict[tuple[str, str], str] = {}  # (expectation type, column) -> the rule's name in reports
 
     # -- data ------------------------------------------------------------------------------------
@@ -188,6 +189,10 @@ class Task(ABC):
 
     def freeze_for_speed(self, model: Any) -> None:
         """What finetune.freeze_embeddings freezes (nothing by default)."""
+        return None
+
+    def freeze_lower_layers(self, model: Any, n: int) -> None:
+        """What finetune.freeze_layers freezes: the input side and the bottom n layers (nothing by default)."""
         return None
 
     def training_shortcuts(self, model: Any) -> contextlib.AbstractContextManager:

@@ -172,6 +172,7 @@ class ImageTask(Task):
 
     params: Params | None = None
     kind = "image"
+    transformer_graph = False  # convolutions (ResNet, MobileNet, EfficientNet)
     contract_task = "image-classification"
     input_column = IMAGE
     key_column = SHA

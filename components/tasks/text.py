@@ -263,6 +263,22 @@ class TextTask(Task):
         # gradient, clipping or optimizer work.
         model.get_input_embeddings().weight.requires_grad_(False)
 
+    def freeze_lower_layers(self, model: Any, n: int) -> None:
+        # No gradient flows below the first trained layer: the frozen layers' backward pass is
+        # never run (each costs about twice its forward).
+        from components.tasks.text_shortcuts import encoder_layers
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layers = encoder_layers(base)
+        if layers is None or n >= len(layers):
+            found = "no encoder layers" if layers is None else f"{len(layers)} layers"
+            raise FmpipeError(f"finetune.freeze_layers={n}: the model has {found}; use fewer")
+        base.get_input_embeddings().weight.requires_grad_(False)
+        root = getattr(base, base.base_model_prefix, base)
+        inputs = [getattr(root, name) for name in ("embeddings", "wpe") if hasattr(root, name)]  # BERT / GPT-2
+        for module in [*inputs, *layers[:n]]:
+            module.requires_grad_(False)
+
     def encode(self, processor: TextProcessor, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated, not padded (padding happens per batch)."""
         return processor.tokenizer(list(texts), truncation=True, max_length=processor.max_length)["input_ids"]

@@ -18,6 +18,18 @@ FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassif
                      "XLMRobertaForSequenceClassification")
 
 
+def encoder_layers(base: Any) -> Any | None:
+    """The list of transformer blocks of a Hugging Face model (BERT, RoBERTa, DistilBERT, GPT-2), or None."""
+    root = getattr(base, base.base_model_prefix, base)
+    for path in ("encoder.layer", "transformer.layer", "h", "layers"):
+        found = root
+        for name in path.split("."):
+            found = getattr(found, name, None)
+        if found is not None and len(found):
+            return found
+    return None
+
+
 def _last_encoder_layer(model: Any) -> Any | None:
     """The last layer of a BERT-style encoder under a first-token head, or None."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft (LoRA)

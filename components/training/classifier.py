@@ -132,6 +132,8 @@ def finetune(
         model = apply_lora(model, cfg)
     elif cfg.freeze_embeddings:
         task.freeze_for_speed(model)
+    if cfg.freeze_layers:
+        task.freeze_lower_layers(model, cfg.freeze_layers)
     label_ids = {name: i for i, name in enumerate(labels)}
     prepared = task.prepare(processor, model, train_inputs, cfg)
     lengths = prepared.lengths

@@ -99,13 +99,14 @@ def test_onnx_export_matches_pytorch(chain):
 def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain):
     import onnx
 
-    from components.serving.serving import openvino_bf16_available
+    from components.serving.serving import openvino_bf16_available, openvino_int8_available
 
     result, cfg = chain["export"], chain["params"].export_onnx
     assert result.fused.get("Attention", 0) == 2 and result.fused.get("SkipLayerNormalization", 0) > 0
-    built = {"fp32", "optimized", "int8"} | ({"openvino_bf16"} if openvino_bf16_available() else set())
+    built = {"fp32", "optimized", "int8"} | ({"openvino_bf16"} if openvino_bf16_available() else set()) \
+        | ({"openvino_int8"} if openvino_int8_available() else set())
     assert set(result.macro_f1) == {"torch"} | built
-    reduced = built & {"int8", "openvino_bf16"}
+    reduced = built & {"int8", "openvino_bf16", "openvino_int8"}
     assert result.f1_loss == {n: result.macro_f1["torch"] - result.macro_f1[n] for n in reduced}
     passing = [n for n in cfg.ship_preference
                if n in built and result.f1_loss.get(n, 0.0) <= cfg.max_quantized_f1_loss]
@@ -113,7 +114,8 @@ def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain
     shipped = onnx.load(str(chain["dirs"]["onnx"] / "model.onnx"))
     ops = {n.op_type for n in shipped.graph.node}
     assert ("DynamicQuantizeMatMul" in ops) == (result.shipped == "int8")
-    # openvino_bf16 ships the plain fp32 graph (no fused operators): parity was proven on it.
+    assert ("QuantizeLinear" in ops) == (result.shipped == "openvino_int8")  # NNCF's static int8
+    # openvino_bf16 / _int8 start from the plain fp32 graph (no fused operators): parity was proven on it.
     assert ("Attention" in ops) == (result.shipped in ("optimized", "int8"))
     assert set(result.timings) == {"torch_fp32", "torch_bf16"} | {f"onnx_{n}" for n in built}
     assert set(result.agreement) == built and result.agreement["fp32"] == 1.0
@@ -121,17 +123,18 @@ def test_export_fuses_the_graph_and_ships_the_variant_that_passed_its_gate(chain
 
 
 def test_shipped_runtime_is_the_one_serving_uses(chain):
-    """serving.json names the runtime; where it is OpenVINO in bf16, it really computes in bf16
-    (logits close to, but not equal to, the same fp32 graph on onnxruntime)."""
+    """serving.json names the runtime; where it is OpenVINO in bf16 (or int8), it really computes
+    so (logits close to, but not equal to, the same graph on onnxruntime)."""
     from components.serving.serving import OnnxTextClassifier
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
     served = OnnxTextClassifier(onnx_dir)
     assert served.runtime == result.runtime
     texts = ["what a lovely day", "this is awful, I hate it", "the bus comes at nine"] * 4
-    if result.runtime != "openvino_bf16":
-        pytest.skip(f"shipped runtime is {result.runtime}; the bf16 path is not in use here")
-    assert served.session.backend == "openvino CPU bf16"
+    if not result.runtime.startswith("openvino"):
+        pytest.skip(f"shipped runtime is {result.runtime}; no OpenVINO path is in use here")
+    assert served.session.backend == {"openvino_bf16": "openvino CPU bf16",
+                                      "openvino_int8": "openvino CPU int8"}[result.runtime]
     plain = OnnxTextClassifier(onnx_dir, runtime="onnxruntime")
     assert plain.session.backend == "onnxruntime CPUExecutionProvider"
     diff = np.abs(served.logits(texts) - plain.logits(texts)).max()
@@ -156,20 +159,23 @@ def test_the_shipped_classifier_serves_threads_at_once(chain):
 
 
 def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
-    from components.serving.serving import OnnxTextClassifier, openvino_bf16_available
+    from components.serving.serving import OnnxTextClassifier, openvino_bf16_available, openvino_int8_available
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
-    if result.runtime != "openvino_bf16":
+    if not result.runtime.startswith("openvino"):
         pytest.skip(f"shipped runtime is {result.runtime}; nothing to fall back from")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     openvino_bf16_available.cache_clear()
+    openvino_int8_available.cache_clear()
     try:
         served = OnnxTextClassifier(onnx_dir)
     finally:
         openvino_bf16_available.cache_clear()  # the next caller sees this machine as it is
-    assert served.runtime == "openvino_bf16"
+        openvino_int8_available.cache_clear()
+    assert served.runtime == result.runtime
     assert served.session.backend == "onnxruntime CPUExecutionProvider"
-    assert "OpenVINO with bf16 is not available here" in capsys.readouterr().err
+    path = "bf16" if result.runtime == "openvino_bf16" else "int8 units"
+    assert f"OpenVINO with {path} is not available here" in capsys.readouterr().err
     texts = ["what a lovely day", "this is awful, I hate it"]
     plain = OnnxTextClassifier(onnx_dir, runtime="onnxruntime")
     assert np.array_equal(served.logits(texts), plain.logits(texts))
@@ -279,7 +285,7 @@ def test_evaluate_compares_the_challenger_with_the_production_champion(chain, tm
     assert floor == pytest.approx(result.champion["metrics"]["macro_f1"])
     exported = export_step.run(d["data"], d["model"], tmp_path / "onnx", params, ctx, tmp_path / "eval")
     assert exported.champion_floor == floor
-    if exported.shipped in ("int8", "openvino_bf16"):
+    if exported.shipped in ("int8", "openvino_bf16", "openvino_int8"):
         assert exported.macro_f1[exported.shipped] >= floor
 
 

@@ -64,3 +64,22 @@ def test_the_champion_floor_is_the_threshold_of_evaluates_champion_check():
               {"name": "macro_f1 vs champion (by 0.01)", "threshold": 0.81}]
     assert champion_floor({"blessing": {"checks": checks}}) == 0.81
     assert champion_floor({"blessing": {"checks": checks[:1]}}) is None  # no champion: no floor
+
+
+def test_openvino_int8_ships_first_where_built_and_within_the_gate():
+    built = [*ALL, "openvino_int8"]
+    cfg = ExportConfig(max_quantized_f1_loss=0.01)
+    assert select_variant(built, {"openvino_int8": 0.006, "openvino_bf16": 0.0}, cfg) == "openvino_int8"
+    assert select_variant(built, {"openvino_int8": 0.011, "openvino_bf16": 0.0}, cfg) == "openvino_bf16"
+    assert select_variant(ALL, {"openvino_int8": 0.0, "openvino_bf16": 0.0}, cfg) == "openvino_bf16"  # not built
+
+
+def test_int8_units_are_read_from_the_cpu_flags(tmp_path):
+    from components.serving.serving import INT8_DOT_FLAGS, cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n")
+    assert cpu_flags(info) & set(INT8_DOT_FLAGS) == {"avx512_vnni"}
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
+    assert not cpu_flags(info) & set(INT8_DOT_FLAGS)
+    assert cpu_flags(tmp_path / "missing") == set()

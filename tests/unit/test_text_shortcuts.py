@@ -77,3 +77,18 @@ def test_forward_restored_and_other_heads_untouched() -> None:
         vocab_size=40, n_embd=32, n_layer=1, n_head=2, num_labels=2))  # reads the last token
     with first_token_last_layer(gpt) as applied:
         assert applied is False
+
+
+def test_freeze_lower_layers_stops_the_backward_below_them() -> None:
+    from components.core.errors import FmpipeError
+    from components.tasks.text import TextTask
+
+    model = _model("bert")
+    TextTask().freeze_lower_layers(model, 1)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for n in trained)
+    assert any(n.startswith("bert.encoder.layer.1.") for n in trained) and "classifier.weight" in trained
+    model(**_batch()).logits.sum().backward()
+    assert model.bert.encoder.layer[0].output.dense.weight.grad is None
+    with pytest.raises(FmpipeError, match="freeze_layers=2: the model has 2 layers"):
+        TextTask().freeze_lower_layers(_model("bert"), 2)
