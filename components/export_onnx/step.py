@@ -38,7 +38,8 @@ def run(data_dir: Path, model_dir: Path, onnx_dir: Path, params: Params, ctx: Ru
         result.parity.passed = result.parity.passed and bool(result.smoke["passed"])
         track.params({"opset": cfg.opset, "optimize": cfg.optimize, "quantize": cfg.quantize,
                       "openvino_bf16": cfg.openvino_bf16, "openvino_int8": cfg.openvino_int8,
-                      "calibration_rows": cfg.calibration_rows, "max_quantized_f1_loss": cfg.max_quantized_f1_loss,
+                      "calibration_rows": cfg.calibration_rows,
+                      "max_quantized_f1_loss": cfg.max_quantized_f1_loss,
                       "ship_preference": ",".join(cfg.ship_preference)})
         figures = {"parity_max_abs_logit_diff": result.parity.max_abs_logit_diff,
                    "parity_argmax_agreement": result.parity.argmax_agreement,

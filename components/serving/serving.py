@@ -269,7 +269,8 @@ class OnnxAudioClassifier(OnnxFileClassifier):
         self.samples: int = int(self.config["max_samples"])
 
     def feeds(self, inputs: list) -> dict[str, np.ndarray]:
-        return {self.input_names[0]: np.stack([audio_input(item, self.rate, self.samples) for item in inputs])}
+        clips = [audio_input(item, self.rate, self.samples) for item in inputs]
+        return {self.input_names[0]: np.stack(clips)}
 
 
 def decode_audio(item: object) -> tuple[np.ndarray, int]:

@@ -192,7 +192,7 @@ class Task(ABC):
         return None
 
     def freeze_lower_layers(self, model: Any, n: int) -> None:
-        """What finetune.freeze_layers freezes: the input side and the bottom n layers (nothing by default)."""
+        """What finetune.freeze_layers freezes: the input side and the bottom n layers (nothing here)."""
         return None
 
     def training_shortcuts(self, model: Any) -> contextlib.AbstractContextManager:

@@ -275,7 +275,8 @@ class TextTask(Task):
             raise FmpipeError(f"finetune.freeze_layers={n}: the model has {found}; use fewer")
         base.get_input_embeddings().weight.requires_grad_(False)
         root = getattr(base, base.base_model_prefix, base)
-        inputs = [getattr(root, name) for name in ("embeddings", "wpe") if hasattr(root, name)]  # BERT / GPT-2
+        # BERT's embeddings module; GPT-2's position embeddings.
+        inputs = [getattr(root, name) for name in ("embeddings", "wpe") if hasattr(root, name)]
         for module in [*inputs, *layers[:n]]:
             module.requires_grad_(False)
 

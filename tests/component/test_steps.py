@@ -159,7 +159,11 @@ def test_the_shipped_classifier_serves_threads_at_once(chain):
 
 
 def test_without_openvino_the_same_graph_serves_on_onnxruntime(chain, monkeypatch, capsys):
-    from components.serving.serving import OnnxTextClassifier, openvino_bf16_available, openvino_int8_available
+    from components.serving.serving import (
+        OnnxTextClassifier,
+        openvino_bf16_available,
+        openvino_int8_available,
+    )
 
     onnx_dir, result = chain["dirs"]["onnx"], chain["export"]
     if not result.runtime.startswith("openvino"):

