@@ -42,8 +42,11 @@ def test_balanced_class_weights_lift_a_rare_class(splits, tmp_path):
     skewed = {**splits, "train": train.drop(positive[len(positive) // 6:]).reset_index(drop=True)}
     truth = np.array([LABELS.index(v) for v in splits["val"]["label"]])
     recall = {}
+    # No dropout: with it, which class the tiny model picks up from 4 epochs hangs on the dropout
+    # masks drawn (measured over seeds 13-15: rare-class recall 0.0 to 0.44 either way).
     for weights in ("none", "balanced"):
-        run_finetune(skewed, tmp_path / weights, "finetune.epochs=4", f"finetune.class_weights={weights}")
+        run_finetune(skewed, tmp_path / weights, "finetune.epochs=4", "finetune.dropout=0",
+                     f"finetune.class_weights={weights}")
         recall[weights] = recall_score(truth, val_predictions(tmp_path / weights, splits, True), average=None)
     # Unweighted, the small model all but ignores the rare class; weighted by inverse frequency,
     # the loss no longer lets it (measured: recall 0.0 -> 0.44).
