@@ -35,9 +35,8 @@ def _last_encoder_layer(model: Any) -> Any | None:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft (LoRA)
     if type(base).__name__ not in FIRST_TOKEN_HEADS or getattr(base.config, "is_decoder", False):
         return None
-    encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not layers:
+    layers = encoder_layers(base)
+    if layers is None:
         return None
     last = layers[-1]
     needed = ("attention", "intermediate", "output")
